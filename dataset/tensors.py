@@ -1,0 +1,125 @@
+"""Colored-MNIST as tensors prepared once per run, kept in memory (on the GPU when training there).
+
+The authors' loader turned every sample into a PIL image on every epoch (ToTensor, Normalize and a
+nearest-neighbour resize for the colour target). The same values are computed here once, for the
+whole split, and batches are drawn by index.
+"""
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from dataset import colored_mnist
+
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2023, 0.1994, 0.2010)
+# ITU-R BT.601 luma weights (the ones PIL's convert('L') uses), for the Gray method.
+LUMA = (0.299, 0.587, 0.114)
+IGNORE = 255
+BIN_WIDTH = 32
+
+
+def normalize(images_uint8_nhwc):
+    """(N,H,W,3) uint8 -> (N,3,H,W) float32, ToTensor then Normalize with the authors' constants."""
+    x = torch.as_tensor(np.ascontiguousarray(images_uint8_nhwc)).permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std)
+
+
+def to_gray(images_uint8_nhwc):
+    """Luminance with three equal channels, as uint8 (rounded), same shape as the input."""
+    luma = np.rint(images_uint8_nhwc.astype(np.float32) @ np.array(LUMA, dtype=np.float32))
+    luma = np.clip(luma, 0, 255).astype(np.uint8)
+    return np.repeat(luma[..., None], 3, axis=-1)
+
+
+def color_target(images_uint8_nhwc, bin_width=BIN_WIDTH):
+    """The bias label h predicts: (N,3,14,14) int64.
+
+    Nearest-neighbour 28 -> 14 exactly as PIL's ``Image.resize((14,14), NEAREST)`` picks pixels
+    (centre sampling: source index 2*i + 1), then per channel ``value // bin_width``; channel values
+    equal to 0 (the background) get the label 255, which the loss ignores.
+    """
+    small = torch.as_tensor(np.ascontiguousarray(images_uint8_nhwc[:, 1::2, 1::2, :]))
+    small = small.permute(0, 3, 1, 2).long()
+    target = small // bin_width
+    target[small == 0] = IGNORE
+    return target.contiguous()
+
+
+@dataclass
+class Split:
+    """One split in memory. ``images`` normalised float (N,3,28,28); ``labels`` int64 (N,);
+    ``colors`` int64 (N,3,14,14) colour-bin target; ``raw`` the coloured uint8 (N,28,28,3) images
+    (also for the grey view, so colour-aligned and colour-conflicting digits can be told apart)."""
+    images: torch.Tensor
+    labels: torch.Tensor
+    colors: torch.Tensor
+    raw: np.ndarray
+
+    def __len__(self):
+        return len(self.labels)
+
+    @cached_property
+    def mean_index(self):
+        """(N,) index of the mean colour each image was drawn around (see :func:`nearest_mean_color`)."""
+        return nearest_mean_color(self.raw)
+
+    def to(self, device, channels_last=False):
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        return Split(self.images.to(device, memory_format=fmt), self.labels.to(device),
+                     self.colors.to(device), self.raw)
+
+    def subset(self, n):
+        """The first ``n`` samples (for quick runs and tests)."""
+        return Split(self.images[:n], self.labels[:n], self.colors[:n], self.raw[:n])
+
+    def num_batches(self, batch_size):
+        return (len(self) + batch_size - 1) // batch_size
+
+
+def make_split(images_uint8, labels, gray=False, bin_width=BIN_WIDTH):
+    """Build a :class:`Split`. With ``gray`` the images are the luminance view (the Gray method);
+    the colour target always comes from the coloured images, so h still has a colour to predict."""
+    view = to_gray(images_uint8) if gray else images_uint8
+    return Split(images=normalize(view), labels=torch.as_tensor(labels.astype(np.int64)),
+                 colors=color_target(images_uint8, bin_width), raw=images_uint8)
+
+
+def load_splits(path, gray=False, val_size=0, seed=0, bin_width=BIN_WIDTH, color_var=None):
+    """Read one Colored-MNIST file and return ``{'train', 'test'[, 'val']}`` as :class:`Split`.
+
+    ``val_size`` > 0 holds out that many random training images (seeded) for model selection;
+    the test set is never used for it.
+    """
+    data = colored_mnist.load(path, color_var=color_var)
+    train_img, train_lab = data['train_image'], data['train_label']
+    splits = {}
+    if val_size:
+        if not 0 < val_size < len(train_lab):
+            from utils import UserError
+            raise UserError(f'--val_size must be between 1 and {len(train_lab) - 1}, got {val_size}')
+        perm = np.random.default_rng(seed).permutation(len(train_lab))
+        val_idx, train_idx = np.sort(perm[:val_size]), np.sort(perm[val_size:])
+        splits['val'] = make_split(train_img[val_idx], train_lab[val_idx], gray, bin_width)
+        train_img, train_lab = train_img[train_idx], train_lab[train_idx]
+    splits['train'] = make_split(train_img, train_lab, gray, bin_width)
+    splits['test'] = make_split(data['test_image'], data['test_label'], gray, bin_width)
+    return splits
+
+
+def nearest_mean_color(images_uint8_nhwc):
+    """Index (0..9) of the mean colour nearest to each image's stroke colour (N,).
+
+    The authors' files do not record which mean colour a test image was drawn around; the stroke
+    colour is flat, so the nearest of the ten means recovers it (exactly when the jitter is small).
+    Used to split the test set into colour-aligned and colour-conflicting digits.
+    """
+    flat = images_uint8_nhwc.reshape(len(images_uint8_nhwc), -1, 3).astype(np.float32)
+    lit = flat.max(axis=2) > 0
+    count = np.maximum(lit.sum(axis=1, keepdims=True), 1)
+    color = (flat * lit[..., None]).sum(axis=1) / count
+    d = ((color[:, None, :] - colored_mnist.MEAN_COLORS[None].astype(np.float32)) ** 2).sum(-1)
+    return d.argmin(axis=1)

@@ -1,0 +1,99 @@
+"""Command-line options of train.py and test.py.
+
+The authors' flags keep their names and meanings (``-e/--exp_name``, ``--color_var``, ``--lr``,
+``--max_step`` in epochs, ``--checkpoint``, ``--use_pretrain``, ``--train_baseline``, ...); every constant
+of the methods is an option with the authors' value as default.
+"""
+import argparse
+import math
+
+from trainer import METHODS
+
+
+def _number(kind, low=None, low_open=True, name=''):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not a valid {kind.__name__}') from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f'must be a finite number, got {text}')
+        if low is not None and (value <= low if low_open else value < low):
+            raise argparse.ArgumentTypeError(f'must be {">" if low_open else ">="} {low}, got {text}')
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+positive_float = _number(float, 0.0)
+nonneg_float = _number(float, 0.0, low_open=False)
+positive_int = _number(int, 0)
+nonneg_int = _number(int, 0, low_open=False)
+
+
+def build_parser(description='Learning Not to Learn on Colored-MNIST'):
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('-e', '--exp_name', required=True, help='experiment name: the run folder under --save_dir')
+    p.add_argument('--method', choices=sorted(METHODS), default='lnl',
+                   help='baseline, lnl (the paper), blindeye or gray (comparison rows)')
+    p.add_argument('--train_baseline', action='store_true', help='the authors\' flag: same as --method baseline')
+
+    d = p.add_argument_group('data')
+    d.add_argument('--color_var', type=positive_float, default=0.020, help='colour variance sigma^2 of the data')
+    d.add_argument('--data_dir', default='./data', help='folder of mnist_10color_jitter_var_*.npy files')
+    d.add_argument('--no_generate', action='store_true', help='fail instead of generating a missing data file')
+    d.add_argument('--mnist_dir', default=None, help='raw MNIST IDX files to generate from (else cache/pip/torchvision)')
+    d.add_argument('--data_seed', type=int, default=None,
+                   help='seed of a generated data file (default: the generator\'s fixed seed)')
+    d.add_argument('--val_size', type=nonneg_int, default=0,
+                   help='hold out this many training images for validation (the paper uses none)')
+    d.add_argument('--n_class', type=positive_int, default=10, help='number of classes')
+    d.add_argument('--num_bins', type=positive_int, default=8, help='colour bins per channel that h predicts')
+
+    o = p.add_argument_group('optimisation')
+    o.add_argument('--lr', type=positive_float, default=0.01, help='initial learning rate (authors: 0.01 baseline, 0.001 LNL)')
+    o.add_argument('--lr_decay_rate', type=positive_float, default=0.1, help='learning-rate decay factor')
+    o.add_argument('--lr_decay_period', type=positive_int, default=40, help='decay the learning rate every this many epochs')
+    o.add_argument('--max_step', type=positive_int, default=100, help='number of training epochs')
+    o.add_argument('--batch_size', type=positive_int, default=128, help='mini-batch size')
+    o.add_argument('--momentum', type=nonneg_float, default=0.9, help='SGD momentum')
+    o.add_argument('--weight_decay', type=nonneg_float, default=0.0005, help='SGD weight decay')
+    o.add_argument('--lambda', dest='lambda_', type=nonneg_float, default=0.01,
+                   help='LNL: weight of the negative-entropy (mutual-information) term')
+    o.add_argument('--mu', type=nonneg_float, default=0.1, help='LNL: gradient-reversal scale')
+    o.add_argument('--alpha', type=nonneg_float, default=1.0, help='BlindEye: weight of the confusion loss')
+    o.add_argument('--feat_ch', type=positive_int, default=32, help='channels of f\'s feature map (h\'s input)')
+
+    r = p.add_argument_group('run')
+    r.add_argument('--checkpoint', default=None, help='checkpoint to start from (with --use_pretrain) or to evaluate')
+    r.add_argument('--use_pretrain', action='store_true', help='initialise f and g from --checkpoint (h starts fresh)')
+    r.add_argument('--resume', nargs='?', const='auto', default=None,
+                   help='continue a run: a checkpoint path, or no value for the newest one in the run folder')
+    r.add_argument('--save_dir', default='./runs', help='parent folder of run folders')
+    r.add_argument('--log_step', type=positive_int, default=50, help='print the running losses every this many batches')
+    r.add_argument('--save_step', type=positive_int, default=10, help='keep a checkpoint every this many epochs')
+    r.add_argument('--random_seed', type=int, default=1, help='seed of initialisation and batch order')
+    r.add_argument('--device', default='auto', help='auto (cuda when available), cpu, cuda or cuda:N')
+    r.add_argument('--dry_run', action='store_true', help='one batch per epoch: a fast end-to-end smoke run')
+    r.add_argument('--no_monitor_test', dest='monitor_test', action='store_false',
+                   help='skip the per-epoch test accuracy that is logged for the curves (never used for selection)')
+    r.add_argument('--no_progress', action='store_true', help='no progress bars (for batch jobs)')
+    r.add_argument('--threads', type=positive_int, default=None, help='CPU threads for PyTorch (default: PyTorch\'s)')
+
+    s = p.add_argument_group('speed')
+    s.add_argument('--no_channels_last', dest='channels_last', action='store_false',
+                   help='keep the default memory layout instead of channels-last')
+    s.add_argument('--amp', action='store_true', help='bfloat16 autocast (GPU)')
+    s.add_argument('--compile', action='store_true', help='torch.compile f and g')
+    return p
+
+
+def finalize(opt):
+    if opt.train_baseline:
+        opt.method = 'baseline'
+    return opt
+
+
+def get_option(argv=None):
+    return finalize(build_parser().parse_args(argv))
