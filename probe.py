@@ -1,0 +1,46 @@
+"""Bias-leakage probe: how much colour can still be read from a trained f's features.
+
+f is frozen; a fresh colour predictor of h's architecture is trained on f's features of the training
+images for a fixed budget, then its colour-bin accuracy is measured on the test images. If LNL's own h
+fails because f removed the colour (the paper's claim), a fresh predictor fails too; if it fails only
+because h was weakened by the adversarial game, the probe recovers the colour.
+
+    python test.py -e RUN --probe      # adds probe_color_acc to the run's results.jsonl
+"""
+import torch
+
+from models import ColorPredictor, color_accuracy, color_loss
+
+
+def probe_color_leakage(net, train, test, epochs=2, batch_size=128, lr=0.01, momentum=0.9,
+                        weight_decay=5e-4, num_bins=8, feat_ch=32, seed=0, max_train=None):
+    """Train a fresh h on frozen ``net.f`` features; return its colour-bin accuracy on ``test``."""
+    device = train.images.device
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        probe = ColorPredictor(in_ch=feat_ch, num_bins=num_bins).to(device)
+    opt = torch.optim.SGD(probe.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    was_training = net.training
+    net.eval()
+    n = len(train) if max_train is None else min(max_train, len(train))
+    for _ in range(epochs):
+        probe.train()
+        order = torch.randperm(n, generator=gen).to(device)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            with torch.no_grad():
+                feat = net.f(train.images[idx])
+            loss = color_loss(probe(feat), train.colors[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    probe.eval()
+    correct, counted = 0, 0
+    with torch.no_grad():
+        for start in range(0, len(test), 1000):
+            c, k = color_accuracy(probe(net.f(test.images[start:start + 1000])),
+                                  test.colors[start:start + 1000])
+            correct, counted = correct + c, counted + k
+    net.train(was_training)
+    return float(correct / max(float(counted), 1.0))
