@@ -12,7 +12,7 @@ import torch
 from models import ColorPredictor, color_accuracy, color_loss
 
 
-def probe_color_leakage(net, train, test, epochs=2, batch_size=128, lr=0.01, momentum=0.9,
+def probe_color_leakage(net, train, test, epochs=1, batch_size=128, lr=0.01, momentum=0.9,
                         weight_decay=5e-4, num_bins=8, feat_ch=32, seed=0, max_train=None):
     """Train a fresh h on frozen ``net.f`` features; return its colour-bin accuracy on ``test``."""
     device = train.images.device

@@ -40,7 +40,7 @@ def build_parser():
     p.add_argument('--tag', default='test', help='name of this evaluation in results.jsonl and the PNG')
     p.add_argument('--probe', action='store_true',
                    help='also run the bias-leakage probe (a fresh colour predictor on frozen f)')
-    p.add_argument('--probe_epochs', type=int, default=2, help='training epochs of the probe')
+    p.add_argument('--probe_epochs', type=int, default=1, help='training epochs of the probe')
     return p
 
 
@@ -124,7 +124,8 @@ def run(args):
     data_path = colored_mnist.ensure(args.data_dir, color_var, generate_missing=not args.no_generate)
 
     net, h, n_class = rebuild(ckpt, path, device)
-    splits = load_splits(data_path, gray=T.METHODS[method].gray, color_var=color_var)
+    splits = load_splits(data_path, gray=T.METHODS[method].gray, color_var=color_var,
+                         which=('train', 'test') if args.probe else ('test',))
     test = splits['test'].to(device)
     res = T.evaluate(net, test, h, batch_size=args.batch_size, num_classes=n_class,
                      mean_index=splits['test'].mean_index)

@@ -86,10 +86,8 @@ def main(argv=None):
         writer.close()
     if last is None:
         last = tr.save('checkpoint_last.pth', tr.start_epoch)
-    test = T.evaluate(method.net, splits['test'], method.h if method.uses_h else None,
-                      num_classes=opt.n_class, mean_index=splits['test'].mean_index)
-    logger.info(f'done: test accuracy {test["acc"]:.4f} (aligned {test["aligned_acc"]:.4f}, '
-                f'conflicting {test["conflicting_acc"]:.4f}); checkpoint {last}')
+    logger.info(f'done: {opt.max_step} epochs; checkpoint {last}; evaluate with: python test.py -e {opt.exp_name} '
+                f'--save_dir {opt.save_dir} --data_dir {opt.data_dir}')
     atomic_write_text(done_marker, last + '\n')
     return last
 

@@ -88,16 +88,17 @@ def make_split(images_uint8, labels, gray=False, bin_width=BIN_WIDTH):
                  colors=color_target(images_uint8, bin_width), raw=images_uint8)
 
 
-def load_splits(path, gray=False, val_size=0, seed=0, bin_width=BIN_WIDTH, color_var=None):
+def load_splits(path, gray=False, val_size=0, seed=0, bin_width=BIN_WIDTH, color_var=None,
+                which=('train', 'test')):
     """Read one Colored-MNIST file and return ``{'train', 'test'[, 'val']}`` as :class:`Split`.
 
-    ``val_size`` > 0 holds out that many random training images (seeded) for model selection;
+    ``which`` names the splits to build (the others are not computed). ``val_size`` > 0 holds out that many random training images (seeded) for model selection;
     the test set is never used for it.
     """
     data = colored_mnist.load(path, color_var=color_var)
     train_img, train_lab = data['train_image'], data['train_label']
     splits = {}
-    if val_size:
+    if val_size and 'train' in which:
         if not 0 < val_size < len(train_lab):
             from utils import UserError
             raise UserError(f'--val_size must be between 1 and {len(train_lab) - 1}, got {val_size}')
@@ -105,8 +106,10 @@ def load_splits(path, gray=False, val_size=0, seed=0, bin_width=BIN_WIDTH, color
         val_idx, train_idx = np.sort(perm[:val_size]), np.sort(perm[val_size:])
         splits['val'] = make_split(train_img[val_idx], train_lab[val_idx], gray, bin_width)
         train_img, train_lab = train_img[train_idx], train_lab[train_idx]
-    splits['train'] = make_split(train_img, train_lab, gray, bin_width)
-    splits['test'] = make_split(data['test_image'], data['test_label'], gray, bin_width)
+    if 'train' in which:
+        splits['train'] = make_split(train_img, train_lab, gray, bin_width)
+    if 'test' in which:
+        splits['test'] = make_split(data['test_image'], data['test_label'], gray, bin_width)
     return splits
 
 

@@ -1,0 +1,261 @@
+"""Sweep sigma^2 x method x seed, on this machine, over its GPUs, or on a Slurm cluster.
+
+    python sweep.py --color_vars 0.020 0.035 0.050 --methods baseline lnl blindeye gray --seeds 1 2 3 \\
+        --out sweeps/fig4 --data_dir data --launcher local -- --max_step 100
+
+Every run gets its own folder ``<out>/<method>_var<sigma^2>_seed<seed>`` (a normal run folder of train.py).
+A run whose ``done`` marker and test record exist is skipped when the sweep is relaunched; a half-finished
+one is resumed from its newest intact checkpoint. LNL and BlindEye start from the baseline run of the same
+sigma^2 and seed (the authors' recipe: baseline at lr 0.01, then unlearning at lr 0.001), so baselines
+and Gray runs form the first phase and the others the second. After training, each run is evaluated by
+test.py (``--probe`` for baseline and LNL: the bias-leakage probe). Arguments after ``--`` go to train.py.
+``collect_results.py <out>`` turns the folder into the Fig. 4 table and plot.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from utils import UserError, run_main
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PRETRAINED = ('lnl', 'blindeye')      # start from the baseline of the same sigma^2 and seed
+PROBED = ('baseline', 'lnl')          # the bias-leakage probe is reported for these
+
+
+def run_name(method, color_var, seed):
+    return f'{method}_var{color_var:.3f}_seed{seed}'
+
+
+def make_specs(args):
+    """One dict per run, in an order where every pretrained start comes after its baseline."""
+    specs = []
+    methods = list(dict.fromkeys(args.methods))
+    for phase in (0, 1):
+        for cv in args.color_vars:
+            for seed in args.seeds:
+                for m in methods:
+                    if (m in PRETRAINED) != bool(phase):
+                        continue
+                    name = run_name(m, cv, seed)
+                    lr = args.unlearn_lr if m in PRETRAINED else args.baseline_lr
+                    train = ['-e', name, '--method', m, '--color_var', f'{cv:.3f}', '--random_seed', str(seed),
+                             '--lr', str(lr), '--save_dir', args.out, '--data_dir', args.data_dir,
+                             '--no_progress']
+                    if m in PRETRAINED:
+                        base = os.path.join(args.out, run_name('baseline', cv, seed), 'checkpoint_last.pth')
+                        train += ['--use_pretrain', '--checkpoint', base]
+                    test = ['-e', name, '--save_dir', args.out, '--data_dir', args.data_dir]
+                    if m in PROBED and not args.no_probe:
+                        test += ['--probe']
+                    specs.append({'name': name, 'method': m, 'color_var': cv, 'seed': seed, 'phase': phase,
+                                  'run_dir': os.path.join(args.out, name),
+                                  'train': train + list(args.train_args), 'test': test})
+    return specs
+
+
+def has_test_record(run_dir):
+    path = os.path.join(run_dir, 'results.jsonl')
+    if not os.path.exists(path):
+        return False
+    with open(path) as fh:
+        for line in fh:
+            try:
+                if 'test_acc' in json.loads(line):
+                    return True
+            except json.JSONDecodeError:
+                continue
+    return False
+
+
+def status(spec):
+    """'done', 'partial' (checkpoints but no done marker) or 'new'."""
+    run_dir = spec['run_dir']
+    if os.path.exists(os.path.join(run_dir, 'done')):
+        return 'done' if has_test_record(run_dir) else 'trained'
+    if os.path.isdir(run_dir) and any(f.startswith('checkpoint_') for f in os.listdir(run_dir)):
+        return 'partial'
+    return 'new'
+
+
+def execute(spec, env=None):
+    """Train (or resume) and evaluate one run; returns its status. Runs in a subprocess so that one
+    run's failure or memory does not affect the others; output goes to ``<run_dir>/sweep.log``."""
+    state = status(spec)
+    if state == 'done':
+        return 'skipped'
+    os.makedirs(spec['run_dir'], exist_ok=True)
+    log = os.path.join(spec['run_dir'], 'sweep.log')
+    with open(log, 'a') as fh:
+        if state in ('new', 'partial'):
+            cmd = [sys.executable, os.path.join(HERE, 'train.py')] + spec['train']
+            if state == 'partial':
+                cmd.append('--resume')
+            fh.write(f'$ {" ".join(cmd)}\n')
+            fh.flush()
+            rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=HERE, env=env,
+                                 stdin=subprocess.DEVNULL)
+            if rc != 0:
+                return f'failed (train.py exit {rc}, see {log})'
+        cmd = [sys.executable, os.path.join(HERE, 'test.py')] + spec['test']
+        fh.write(f'$ {" ".join(cmd)}\n')
+        fh.flush()
+        rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=HERE, env=env,
+                             stdin=subprocess.DEVNULL)
+        if rc != 0:
+            return f'failed (test.py exit {rc}, see {log})'
+    return 'finished'
+
+
+# -- launchers -------------------------------------------------------------------------------------
+
+def launch_local(phases, bar):
+    results = {}
+    for phase in phases:
+        for spec in phase:
+            bar.set_postfix_str(spec['name'])
+            results[spec['name']] = execute(spec)
+            bar.update()
+    return results
+
+
+def launch_multi_gpu(phases, bar, gpus):
+    """One run per visible GPU at a time; a phase finishes before the next starts."""
+    if not gpus:
+        raise UserError('--launcher multi_gpu found no GPU (set CUDA_VISIBLE_DEVICES or use --launcher local)')
+    from concurrent.futures import ThreadPoolExecutor
+    import queue
+    free = queue.Queue()
+    for g in gpus:
+        free.put(g)
+    results = {}
+
+    def on_gpu(spec):
+        gpu = free.get()
+        try:
+            env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(gpu))
+            return spec['name'], execute(spec, env=env)
+        finally:
+            free.put(gpu)
+
+    with ThreadPoolExecutor(max_workers=len(gpus)) as pool:
+        for phase in phases:
+            for name, res in pool.map(on_gpu, phase):
+                results[name] = res
+                bar.update()
+    return results
+
+
+def launch_submitit(phases, bar, args):
+    """Through submitit: Slurm on a cluster, or its local executor (``--launcher submitit_local``)."""
+    import submitit
+    folder = os.path.join(args.out, '_submitit')
+    if args.launcher == 'slurm':
+        executor = submitit.AutoExecutor(folder=folder, cluster='slurm')
+        params = dict(timeout_min=args.timeout_min, gpus_per_node=args.gpus_per_job, tasks_per_node=1,
+                      cpus_per_task=args.cpus_per_job, name='lnl-sweep')
+        if args.partition:
+            params['slurm_partition'] = args.partition
+        executor.update_parameters(**params)
+    else:
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=args.timeout_min)
+    results = {}
+    for phase in phases:
+        jobs = [(spec['name'], executor.submit(execute, spec)) for spec in phase]
+        for name, job in jobs:
+            try:
+                results[name] = job.result()
+            except Exception as exc:  # a job that crashed or was killed: report it, keep the sweep going
+                results[name] = f'failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})'
+            bar.update()
+    return results
+
+
+def visible_gpus():
+    env = os.environ.get('CUDA_VISIBLE_DEVICES')
+    if env is not None:
+        return [g for g in env.split(',') if g.strip()]
+    try:
+        import torch
+        return list(range(torch.cuda.device_count()))
+    except ImportError:
+        return []
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description='Sweep colour variance x method x seed.',
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--color_vars', type=float, nargs='+', default=[0.020, 0.025, 0.030, 0.035, 0.040, 0.045, 0.050])
+    p.add_argument('--methods', nargs='+', default=['baseline', 'lnl', 'blindeye', 'gray'],
+                   choices=['baseline', 'lnl', 'blindeye', 'gray'])
+    p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3])
+    p.add_argument('--out', required=True, help='folder of the run folders')
+    p.add_argument('--data_dir', default='./data', help='folder of the data files (generated when missing)')
+    p.add_argument('--launcher', choices=['local', 'multi_gpu', 'slurm', 'submitit_local'], default='local')
+    p.add_argument('--baseline_lr', type=float, default=0.01, help='lr of baseline and gray runs')
+    p.add_argument('--unlearn_lr', type=float, default=0.001, help='lr of lnl and blindeye runs (from the baseline)')
+    p.add_argument('--no_probe', action='store_true', help='skip the bias-leakage probe after training')
+    p.add_argument('--timeout_min', type=int, default=24 * 60, help='submitit: time limit of one job')
+    p.add_argument('--partition', default=None, help='slurm partition')
+    p.add_argument('--gpus_per_job', type=int, default=1)
+    p.add_argument('--cpus_per_job', type=int, default=4)
+    p.add_argument('--list', action='store_true', help='print the runs and their state, run nothing')
+    return p
+
+
+def parse(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    train_args = []
+    if '--' in argv:
+        cut = argv.index('--')
+        argv, train_args = argv[:cut], argv[cut + 1:]
+    args = build_parser().parse_args(argv)
+    for cv in args.color_vars:
+        if not cv > 0:
+            raise UserError(f'--color_vars must be positive, got {cv}')
+    needed = [m for m in args.methods if m in PRETRAINED]
+    if needed and 'baseline' not in args.methods:
+        raise UserError(f'{", ".join(needed)} start from the baseline run: add baseline to --methods')
+    args.train_args = train_args
+    args.out = os.path.abspath(args.out)
+    args.data_dir = os.path.abspath(args.data_dir)
+    return args
+
+
+def main(argv=None):
+    args = parse(argv)
+    specs = make_specs(args)
+    if args.list:
+        for s in specs:
+            print(f'{status(s):8s} {s["name"]}')
+        return {}
+    os.makedirs(args.out, exist_ok=True)
+    # Generate the data once, before runs start in parallel and race to write the same file.
+    from dataset import colored_mnist
+    for cv in args.color_vars:
+        colored_mnist.ensure(args.data_dir, cv)
+    phases = [[s for s in specs if s['phase'] == p] for p in (0, 1)]
+    from tqdm import tqdm
+    t0 = time.time()
+    with tqdm(total=len(specs), desc='sweep', unit='run', dynamic_ncols=True) as bar:
+        if args.launcher == 'local':
+            results = launch_local(phases, bar)
+        elif args.launcher == 'multi_gpu':
+            results = launch_multi_gpu(phases, bar, visible_gpus())
+        else:
+            results = launch_submitit(phases, bar, args)
+    failed = {k: v for k, v in results.items() if v.startswith('failed')}
+    for name, res in results.items():
+        print(f'{res:10s} {name}')
+    print(f'{len(results)} runs in {time.time() - t0:.0f} s, {len(failed)} failed; '
+          f'table: python collect_results.py {args.out}')
+    if failed:
+        sys.exit(1)
+    return results
+
+
+if __name__ == '__main__':
+    run_main(main)
