@@ -171,33 +171,39 @@ class LNL(Method):
     uses_h = True
 
     def update(self, images, colors, labels):
-        opt = self.opt
-        # Step 1: f, g on CE + lambda * negative entropy of h. h's weights get no gradient (they would
-        # be discarded before step 2 anyway), but the gradient flows through h into f.
+        out = self.unlearn_step(images, labels)
+        out.update(self.color_step(images, colors))
+        return out
+
+    def unlearn_step(self, images, labels):
+        """Step 1: f, g on CE + lambda * negative entropy of h. h's weights get no gradient (they would
+        be discarded before step 2 anyway), but the gradient flows through h into f."""
         with self.autocast():
             feat = self._f(images)
             logits = self._g(feat)
             loss_cls = F.cross_entropy(logits.float(), labels)
             with frozen(self.h):
                 loss_mi = neg_entropy([lg.float() for lg in self.h(feat)])
-            loss = loss_cls + opt.lambda_ * loss_mi
+            loss = loss_cls + self.opt.lambda_ * loss_mi
         self.zero_grad()
         loss.backward()
         self.optimizers['net'].step()
+        return {'loss_cls': loss_cls.detach(), 'loss_mi': loss_mi.detach(),
+                'acc': self._acc(logits.detach(), labels)}
 
-        # Step 2: fresh features from the updated f; h learns the colour, f gets -mu times its gradient.
+    def color_step(self, images, colors):
+        """Step 2: fresh features from the updated f; h learns the colour through the gradient-reversal
+        layer, so f receives -mu times h's gradient. g is not run and, with no gradient, does not step."""
         with self.autocast():
-            feat = grad_reverse(self._f(images), opt.mu)
+            feat = grad_reverse(self._f(images), self.opt.mu)
             color_logits = [lg.float() for lg in self.h(feat)]
             loss_color = color_loss(color_logits, colors)
         self.zero_grad()
         loss_color.backward()
-        self.optimizers['net'].step()  # only f has gradients; g (grad None) is skipped
+        self.optimizers['net'].step()
         self.optimizers['h'].step()
         correct, counted = color_accuracy([lg.detach() for lg in color_logits], colors)
-        return {'loss_cls': loss_cls.detach(), 'loss_mi': loss_mi.detach(),
-                'loss_color': loss_color.detach(), 'acc': self._acc(logits.detach(), labels),
-                'color_acc': correct / counted.clamp_min(1)}
+        return {'loss_color': loss_color.detach(), 'color_acc': correct / counted.clamp_min(1)}
 
 
 class BlindEye(Method):

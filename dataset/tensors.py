@@ -64,7 +64,7 @@ class Split:
 
     @cached_property
     def mean_index(self):
-        """(N,) index of the mean colour each image was drawn around (see :func:`nearest_mean_color`)."""
+        """(N,) index of the mean colour nearest to each image's stroke colour (see :func:`nearest_mean_color`)."""
         return nearest_mean_color(self.raw)
 
     def to(self, device, channels_last=False):
@@ -116,9 +116,11 @@ def load_splits(path, gray=False, val_size=0, seed=0, bin_width=BIN_WIDTH, color
 def nearest_mean_color(images_uint8_nhwc):
     """Index (0..9) of the mean colour nearest to each image's stroke colour (N,).
 
-    The authors' files do not record which mean colour a test image was drawn around; the stroke
-    colour is flat, so the nearest of the ten means recovers it (exactly when the jitter is small).
-    Used to split the test set into colour-aligned and colour-conflicting digits.
+    The authors' files do not record which mean colour a test image was drawn around, so a digit
+    counts as colour-aligned when its (flat) stroke colour is nearer to its own class's mean colour
+    than to any other: the colour looks like the training bias for that digit. This matches the drawn
+    mean most of the time (about 82% of training images at sigma^2 = 0.020) and says what the network
+    sees, whichever mean the colour was drawn around.
     """
     flat = images_uint8_nhwc.reshape(len(images_uint8_nhwc), -1, 3).astype(np.float32)
     lit = flat.max(axis=2) > 0

