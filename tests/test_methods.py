@@ -1,0 +1,203 @@
+"""Networks, methods, gradient reversal, checkpoints and options."""
+import copy
+
+import pytest
+import torch
+
+from models import ColorPredictor, ConvNet, neg_entropy
+from option import get_option
+import trainer as T
+
+
+def _opt(method, *extra):
+    return get_option(['-e', 'unit', '--method', method, '--lr', '0.05'] + list(extra))
+
+
+def _batch(n=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 28, 28, generator=g)
+    colors = torch.randint(0, 8, (n, 3, 14, 14), generator=g)
+    colors[:, :, :4] = 255  # some background
+    labels = torch.randint(0, 10, (n,), generator=g)
+    return x, colors, labels
+
+
+def _params(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def _moved(before, module):
+    return [not torch.equal(b, p) for b, p in zip(before, module.parameters())]
+
+
+def test_shapes_and_authors_names():
+    net = ConvNet()
+    assert [n for n, _ in net.named_children()] == ['bn0', 'conv1', 'conv2', 'conv3', 'conv4', 'fc']
+    feat, logits = net(torch.randn(2, 3, 28, 28))
+    assert feat.shape == (2, 32, 14, 14) and logits.shape == (2, 10)
+    h = ColorPredictor(num_bins=8)
+    assert len(h.heads) == 3 and all(lg.shape == (2, 8, 14, 14) for lg in h(feat))
+    assert ColorPredictor(num_bins=5, in_ch=16)(torch.randn(1, 16, 14, 14))[0].shape == (1, 5, 14, 14)
+
+
+def test_authors_initialisation():
+    torch.manual_seed(0)
+    net = ConvNet()
+    w = net.conv3.weight
+    assert abs(w.std().item() - (2 / (9 * 64)) ** 0.5) < 0.1 * (2 / (9 * 64)) ** 0.5
+    assert torch.equal(net.bn0.weight, torch.ones(3)) and torch.equal(net.bn0.bias, torch.zeros(3))
+
+
+@pytest.mark.parametrize('method', sorted(T.METHODS))
+def test_three_updates_move_the_right_parameters(method):
+    torch.manual_seed(0)
+    m = T.build_method(_opt(method), torch.device('cpu'))
+    net0, h0 = _params(m.net), _params(m.h)
+    for i in range(3):
+        out = m.update(*_batch(seed=i))
+        assert all(torch.isfinite(v) and v.dim() == 0 for v in out.values())
+    assert all(_moved(net0, m.net))
+    assert any(_moved(h0, m.h)) == m.uses_h
+    expected = {'baseline': {'loss_cls', 'acc'}, 'gray': {'loss_cls', 'acc'},
+                'lnl': {'loss_cls', 'loss_mi', 'loss_color', 'acc', 'color_acc'},
+                'blindeye': {'loss_cls', 'loss_conf', 'loss_color', 'acc', 'color_acc'}}[method]
+    assert set(out) == expected
+    assert m.predict(_batch()[0]).shape == (16, 10)
+
+
+def test_lnl_step1_leaves_h_unchanged_step2_moves_h_and_f_not_g():
+    torch.manual_seed(0)
+    m = T.build_method(_opt('lnl'), torch.device('cpu'))
+    x, colors, labels = _batch()
+    m.update(x, colors, labels)  # momentum buffers exist for every parameter afterwards
+    h0, f0, g0 = _params(m.h), [p.clone() for p in m.net.f_parameters()], [p.clone() for p in m.net.g_parameters()]
+    m.unlearn_step(x, labels)
+    assert all(torch.equal(a, b) for a, b in zip(h0, m.h.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(f0, m.net.f_parameters()))
+    f1, g1 = [p.clone() for p in m.net.f_parameters()], [p.clone() for p in m.net.g_parameters()]
+    m.color_step(x, colors)
+    assert all(_moved(h0, m.h))
+    assert any(not torch.equal(a, b) for a, b in zip(f1, m.net.f_parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(g1, m.net.g_parameters()))
+
+
+def test_lnl_color_step_gives_f_the_reversed_gradient():
+    """f's gradient in step 2 is -mu times the gradient of h's loss with respect to f."""
+    torch.manual_seed(0)
+    opt = _opt('lnl', '--mu', '0.3')
+    m = T.build_method(opt, torch.device('cpu'))
+    m.train(True)
+    x, colors, _ = _batch()
+    grads = {}
+    for sign, fn in (('plain', lambda f: f), ('reversed', lambda f: T.grad_reverse(f, 0.3))):
+        m.zero_grad()
+        h_copy = copy.deepcopy(m.h)
+        from models import color_loss
+        color_loss(h_copy(fn(m.net.f(x))), colors).backward()
+        grads[sign] = [p.grad.clone() for p in m.net.f_parameters()]
+    for a, b in zip(grads['plain'], grads['reversed']):
+        assert torch.allclose(b, -0.3 * a, atol=1e-6)
+
+
+def test_grad_reverse_backward():
+    x = torch.randn(4, 5, requires_grad=True)
+    up = torch.randn(4, 5)
+    y = T.grad_reverse(x, 0.1)
+    assert torch.equal(y, x)
+    y.backward(up)
+    assert torch.allclose(x.grad, -0.1 * up)
+
+
+def test_neg_entropy_finite_when_h_is_certain():
+    logits = torch.zeros(2, 8, 14, 14)
+    logits[:, 3] = 1e4
+    val = neg_entropy([logits, logits, logits])
+    assert torch.isfinite(val) and abs(val.item()) < 1e-6
+    uniform = neg_entropy([torch.zeros(2, 8, 3, 3)])
+    assert abs(uniform.item() + torch.log(torch.tensor(8.0)).item()) < 1e-6
+    lg = logits.clone().requires_grad_()
+    neg_entropy([lg]).backward()
+    assert torch.isfinite(lg.grad).all()
+
+
+def test_blindeye_confusion_loss_is_log_bins_at_uniform():
+    torch.manual_seed(0)
+    m = T.build_method(_opt('blindeye'), torch.device('cpu'))
+    for head in m.h.heads:
+        torch.nn.init.zeros_(head.pred_conv2.weight)
+        torch.nn.init.zeros_(head.pred_conv2.bias)
+    out = m.update(*_batch())
+    assert abs(out['loss_conf'].item() - torch.log(torch.tensor(8.0)).item()) < 1e-5
+
+
+def test_schedule_and_sgd_settings():
+    m = T.build_method(_opt('lnl', '--lr_decay_period', '2', '--lr_decay_rate', '0.5'), torch.device('cpu'))
+    seen = []
+    for _ in range(5):
+        seen.append(m.lr())
+        m.step_schedulers()
+    assert seen == pytest.approx([0.05, 0.05, 0.025, 0.025, 0.0125])
+    g = m.optimizers['h'].param_groups[0]
+    assert g['momentum'] == 0.9 and g['weight_decay'] == 0.0005 and set(m.optimizers) == {'net', 'h'}
+
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    m = T.build_method(_opt('lnl'), torch.device('cpu'))
+    m.update(*_batch())
+    m.step_schedulers()
+    gen = torch.Generator().manual_seed(3)
+    path = T.save_checkpoint(str(tmp_path / 'c.pth'), m, 1, gen)
+    ckpt = T.read_checkpoint(path)
+    assert ckpt['epoch'] == 1 and ckpt['options']['method'] == 'lnl'
+    assert set(ckpt) >= {'net_state_dict', 'h_state_dict', 'optimizers', 'schedulers', 'rng', 'optim_state_dict'}
+    m2 = T.build_method(_opt('lnl'), torch.device('cpu'))
+    tr = T.Trainer(m2.opt, m2, {}, str(tmp_path), __import__('logging').getLogger('t'))
+    tr.resume(path, ckpt)
+    for a, b in zip(m.net.state_dict().values(), m2.net.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(m.h.state_dict().values(), m2.h.state_dict().values()):
+        assert torch.equal(a, b)
+    assert m2.lr() == m.lr()
+    assert torch.equal(tr.batch_gen.get_state(), gen.get_state())
+    x = _batch(seed=5)
+    torch.manual_seed(1)
+    o1 = m.update(*x)
+    torch.manual_seed(1)
+    o2 = m2.update(*x)
+    assert all(torch.equal(o1[k], o2[k]) for k in o1)
+
+
+def test_loads_authors_state_dict(tmp_path):
+    authors = ConvNet()
+    sd = {'step': 90, 'net_state_dict': authors.state_dict(),
+          'optim_state_dict': torch.optim.SGD(authors.parameters(), lr=0.1).state_dict()}
+    torch.save(sd, tmp_path / 'checkpoint_step_0090.pth')
+    ckpt = T.read_checkpoint(str(tmp_path / 'checkpoint_step_0090.pth'))
+    net = ConvNet()
+    T.load_net_weights(net, ckpt['net_state_dict'], 'x')
+    for a, b in zip(net.state_dict().values(), authors.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize('args,fragment', [
+    (['--lr', '-0.1'], 'argument --lr: must be > 0.0'),
+    (['--lr', '0'], 'argument --lr: must be > 0.0'),
+    (['--batch_size', '0'], 'argument --batch_size: must be > 0'),
+    (['--color_var', '0'], 'argument --color_var: must be > 0.0'),
+    (['--color_var', 'abc'], "argument --color_var: 'abc' is not a valid float"),
+    (['--method', 'magic'], "argument --method: invalid choice: 'magic'"),
+    (['--mu', '-1'], 'argument --mu: must be >= 0.0'),
+])
+def test_option_rejection(args, fragment, capsys):
+    with pytest.raises(SystemExit) as exc:
+        get_option(['-e', 'x'] + args)
+    assert exc.value.code == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_option_defaults_are_the_authors():
+    o = get_option(['-e', 'x', '--train_baseline'])
+    assert o.method == 'baseline'
+    assert (o.lr, o.lr_decay_rate, o.lr_decay_period, o.max_step, o.batch_size, o.momentum, o.weight_decay,
+            o.lambda_, o.mu, o.num_bins) == (0.01, 0.1, 40, 100, 128, 0.9, 0.0005, 0.01, 0.1, 8)
