@@ -3,6 +3,7 @@
 A run is one folder ``<save_dir>/<exp_name>/`` with ``options.json``, ``train.log``, ``results.jsonl``
 (one JSON object per epoch), TensorBoard events, checkpoints and a ``done`` marker at the end.
 """
+import glob
 import os
 import sys
 
@@ -57,6 +58,8 @@ def main(argv=None):
     splits = {k: v.to(device, channels_last=opt.channels_last) for k, v in splits.items()}
 
     os.makedirs(run_dir, exist_ok=True)
+    for stale in glob.glob(os.path.join(run_dir, '.checkpoint_*.tmp')):
+        os.remove(stale)  # left by a process killed while saving; the final names are intact
     done_marker = os.path.join(run_dir, 'done')
     if os.path.exists(done_marker) and resume is None:
         os.remove(done_marker)

@@ -441,8 +441,26 @@ class Trainer:
         self.start_epoch = ckpt['epoch']
         self.progress = ckpt.get('progress')
         self.last_good = path
+        self._drop_records_after(self.start_epoch)
         where = f'epoch {self.start_epoch}' + (f', batch {self.progress["pos"]}' if self.progress else '')
         self.logger.info(f'resumed from {path} at {where}')
+
+    def _drop_records_after(self, epoch):
+        """Forget training records of epochs the checkpoint does not contain (a run killed between
+        logging an epoch and saving it) and partial lines, so a resumed run logs each epoch once."""
+        path = os.path.join(self.run_dir, 'results.jsonl')
+        if not os.path.exists(path):
+            return
+        keep = []
+        with open(path) as fh:
+            for line in fh:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if 'tag' in rec or rec.get('epoch', 0) <= epoch:
+                    keep.append(json.dumps(rec))
+        atomic_write_text(path, ''.join(k + '\n' for k in keep))
 
     def save(self, name, epoch, progress=None):
         path = os.path.join(self.run_dir, name)
@@ -514,7 +532,7 @@ class Trainer:
             if opt.dry_run:
                 break
         bar.close()
-        n = sums.pop('n', 1)
+        n = int(sums.pop('n', 1))
         record = {k: float(v) / n for k, v in sums.items()}
         for k, v in record.items():
             if not np.isfinite(v):

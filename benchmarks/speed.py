@@ -1,0 +1,445 @@
+"""Training speed of baseline and LNL: the project's pipeline against its floor and the authors' style.
+
+Three measurements per method, in one run on one machine, each extrapolated to one epoch of
+Colored-MNIST (60,000 images at batch 128 = 469 iterations):
+
+* ``ours``: the project's own loop, :meth:`trainer.Trainer.train_epoch` itself (random order,
+  batches indexed from the in-memory tensors of :mod:`dataset.tensors`, ``method.update``, the
+  running sums and the periodic finite check; the progress bar is off, as with ``--no_progress``);
+* ``floor``: ``method.update`` alone on one fixed in-memory batch (same method class, same memory
+  layout): what the step costs when the pipeline costs nothing;
+* ``reference``: the authors' pipeline, written here compactly: a ``Dataset`` that turns every
+  uint8 image into a PIL image on every access (nearest-neighbour resize for the colour target,
+  ``ToTensor`` and ``Normalize``), a ``DataLoader`` (batch 128, shuffled, ``--num_workers`` persistent
+  workers) and the same losses and optimiser steps in the default (contiguous) memory layout,
+  without autocast or ``torch.compile`` (the authors' code had neither).
+
+Measurements are interleaved: each round runs a block of ours, floor and reference for every
+method (the order rotating between rounds), so background load hits all of them alike; each
+number is the median over rounds of the block's time per iteration. On CUDA the device is
+synchronised before every clock reading.
+
+Targets (checked with ``python benchmarks/speed.py --quick``; printed as PASS/FAIL):
+
+* baseline and LNL epochs each within 1.15x of their floor (``*_vs_floor <= 1.15``);
+* baseline at least 2.5x and LNL at least 1.7x faster than the reference
+  (``*_speedup_vs_reference >= 2.5`` / ``>= 1.7``).
+
+The exit status is 0 whatever the result, unless ``--check`` is given (then 1 on a miss).
+
+Data: the real training set when ``--data_dir`` holds ``mnist_10color_jitter_var_0.020.npy``, else
+synthetic Colored-MNIST-like images (random blocky strokes in one jittered class colour on black);
+the output says which.
+
+Usage::
+
+    python benchmarks/speed.py --quick                  # under three minutes on a loaded 2-core CPU
+    python benchmarks/speed.py --device cuda --amp      # the GPU, bfloat16 autocast for ours/floor
+    python benchmarks/speed.py --methods lnl --iters 100 --rounds 10 --json runs/speed.json
+    python benchmarks/speed.py --quick --check          # exit 1 when a target is missed
+
+The last line printed is one JSON object with every number (also written to ``--json``).
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run as ``python benchmarks/speed.py``: make the project importable
+    sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+from torchvision import transforms  # noqa: E402
+
+import trainer as T  # noqa: E402
+from dataset import colored_mnist  # noqa: E402
+from dataset.tensors import BIN_WIDTH, IGNORE, MEAN, STD, make_split  # noqa: E402
+from option import get_option  # noqa: E402
+from utils import UserError, atomic_path, run_main  # noqa: E402
+
+EPOCH_IMAGES = 60000
+BATCH_SIZE = 128
+EPOCH_ITERS = math.ceil(EPOCH_IMAGES / BATCH_SIZE)  # 469
+COLOR_VAR = 0.020
+METHOD_NAMES = ('baseline', 'lnl')
+KINDS = ('ours', 'floor', 'reference')
+# The DataLoader default: the number of batches each worker holds ready.
+PREFETCH_FACTOR = 2
+
+# (JSON key, comparison, threshold, description)
+TARGETS = (
+    ('baseline_vs_floor', '<=', 1.15, 'baseline epoch within 1.15x of its floor'),
+    ('lnl_vs_floor', '<=', 1.15, 'LNL epoch within 1.15x of its floor'),
+    ('baseline_speedup_vs_reference', '>=', 2.5, 'baseline >= 2.5x faster than the reference'),
+    ('lnl_speedup_vs_reference', '>=', 1.7, 'LNL >= 1.7x faster than the reference'),
+)
+
+# Learning rates of the authors' scripts; they only matter in keeping the losses finite.
+LEARNING_RATES = {'baseline': 0.01, 'lnl': 0.001}
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------
+
+def synthetic_colored_mnist(n, seed=0):
+    """(n,28,28,3) uint8 images and (n,) uint8 labels that look like Colored-MNIST to a pipeline:
+    a blocky random stroke (about 20 % of the pixels) in the class's mean colour with the jitter of
+    sigma^2 = 0.020, channels in 1..254, exactly black elsewhere."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=n).astype(np.uint8)
+    stroke = (rng.random((n, 7, 7)) > 0.8).repeat(4, axis=1).repeat(4, axis=2)
+    jitter = rng.normal(0.0, 255.0 * math.sqrt(COLOR_VAR), size=(n, 3))
+    colors = np.clip(np.rint(colored_mnist.MEAN_COLORS[labels] + jitter), 1, 254).astype(np.uint8)
+    images = np.where(stroke[..., None], colors[:, None, None, :], np.uint8(0)).astype(np.uint8)
+    return images, labels
+
+
+def load_data(data_dir, synthetic=False, n_images=None):
+    """Training images and labels, and a description: real when the data file is there."""
+    path = colored_mnist.file_path(data_dir, COLOR_VAR)
+    if not synthetic and os.path.isfile(path):
+        data = colored_mnist.load(path, color_var=COLOR_VAR)
+        images, labels = data['train_image'], data['train_label']
+        if n_images:
+            images, labels = images[:n_images], labels[:n_images]
+        return images, labels, 'real', f'real Colored-MNIST ({path})'
+    why = '--synthetic' if synthetic else f'no {path}'
+    images, labels = synthetic_colored_mnist(n_images or EPOCH_IMAGES)
+    return images, labels, 'synthetic', f'synthetic Colored-MNIST-like ({why})'
+
+
+class AuthorsStyleDataset(Dataset):
+    """The authors' per-sample work: PIL image, 14x14 nearest resize for the colour-bin target
+    (255 where the channel is 0, else value // 32), ``ToTensor`` and ``Normalize``."""
+
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+        self.to_pil = transforms.ToPILImage()
+        self.to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        image = self.to_pil(self.images[index])
+        small = np.transpose(np.asarray(image.resize((14, 14), Image.NEAREST)), (2, 0, 1))
+        small = torch.from_numpy(small.astype(np.int64))
+        color = torch.where(small == 0, torch.full_like(small, IGNORE), small // BIN_WIDTH)
+        return self.to_tensor(image), color, int(self.labels[index])
+
+
+def reference_loader(images, labels, num_workers, seed=0):
+    extra = {'persistent_workers': True, 'prefetch_factor': PREFETCH_FACTOR} if num_workers else {}
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(AuthorsStyleDataset(images, labels), batch_size=BATCH_SIZE, shuffle=True,
+                      num_workers=num_workers, generator=generator, **extra)
+
+
+# --------------------------------------------------------------------------------------------------
+# The three pipelines; ``run(k)`` does k iterations and returns the seconds they took
+# --------------------------------------------------------------------------------------------------
+
+def clock(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+class Ours:
+    """Blocks of consecutive batches of one epoch through ``Trainer.train_epoch`` itself.
+
+    A block that starts an epoch lets ``train_epoch`` draw the order from the trainer's generator;
+    later blocks of the same epoch continue it through the trainer's mid-epoch resume state
+    (``progress``), so the per-batch work is exactly the training loop's.
+    """
+
+    def __init__(self, opt, method, split, device):
+        self.trainer = T.Trainer(opt, method, {'train': split}, run_dir=None, logger=None)
+        self.split, self.device = split, device
+        self.n_batches = split.num_batches(opt.batch_size)
+        self.order, self.pos = None, 0
+
+    def run(self, k):
+        elapsed = 0.0
+        while k > 0:
+            tr = self.trainer
+            end = min(self.pos + k, self.n_batches)
+            if self.pos == 0:
+                gen_state = tr.batch_gen.get_state()
+                tr.progress = None
+            else:
+                tr.progress = {'order': self.order, 'pos': self.pos, 'sums': {}}
+            t0 = clock(self.device)
+            tr.train_epoch(0, self.split, end)
+            elapsed += clock(self.device) - t0
+            if self.pos == 0:
+                # the order train_epoch drew, recomputed (untimed) so the next block continues it
+                gen = torch.Generator()
+                gen.set_state(gen_state)
+                self.order = torch.randperm(len(self.split), generator=gen)
+            k -= end - self.pos
+            self.pos = end % self.n_batches
+        return elapsed
+
+
+class Floor:
+    """``method.update`` on one fixed batch already in memory, nothing else."""
+
+    def __init__(self, method, split, device):
+        self.method, self.device = method, device
+        self.batch = (split.images[:BATCH_SIZE], split.colors[:BATCH_SIZE], split.labels[:BATCH_SIZE])
+        method.train(True)
+
+    def run(self, k):
+        t0 = clock(self.device)
+        for _ in range(k):
+            self.method.update(*self.batch)
+        return clock(self.device) - t0
+
+
+class LoaderStream:
+    """Endless batches from one DataLoader, shared by the methods' references (one set of workers)."""
+
+    def __init__(self, loader):
+        self.loader, self.it = loader, None
+
+    def next(self):
+        if self.it is None:
+            self.it = iter(self.loader)
+        try:
+            return next(self.it)
+        except StopIteration:
+            self.it = iter(self.loader)
+            return next(self.it)
+
+    def close(self):
+        self.it = None
+
+
+class Reference:
+    """The authors' loop: a batch from the DataLoader, copied to the device, one training step."""
+
+    def __init__(self, method, stream, device, queued):
+        self.method, self.stream, self.device = method, stream, device
+        # While the other pipelines run, the idle workers fill their queue (``queued`` batches); a
+        # block that started on a full queue would time batches that were prepared for free.
+        # Taking them off untimed (without a step) leaves the workers busy and the queue empty,
+        # the steady state of a loader that cannot keep up; one that can refills it at once.
+        self.queued = queued
+        method.train(True)
+
+    def step(self):
+        images, colors, labels = self.stream.next()
+        self.method.update(images.to(self.device), colors.to(self.device), labels.to(self.device))
+
+    def run(self, k):
+        for _ in range(self.queued):
+            self.stream.next()
+        t0 = clock(self.device)
+        for _ in range(k):
+            self.step()
+        return clock(self.device) - t0
+
+
+# --------------------------------------------------------------------------------------------------
+# Measurement and report
+# --------------------------------------------------------------------------------------------------
+
+def device_name(device):
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    model = None
+    try:
+        with open('/proc/cpuinfo') as fh:
+            for line in fh:
+                if line.lower().startswith('model name'):
+                    model = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f'{model or platform.processor() or "unknown CPU"} ({os.cpu_count()} cores)'
+
+
+def build(name, device, args, reference=False):
+    """A method object as train.py builds it; the reference one in the authors' settings."""
+    argv = ['-e', 'speed', '--method', name, '--device', str(device), '--no_progress',
+            '--lr', str(LEARNING_RATES[name]), '--batch_size', str(BATCH_SIZE)]
+    if reference or not args.channels_last:
+        argv.append('--no_channels_last')
+    if not reference:
+        argv += ['--amp'] * args.amp + ['--compile'] * args.compile
+    opt = get_option(argv)
+    T.seed_everything(0)
+    return opt, T.build_method(opt, device)
+
+
+def measure(args, device, images, labels, log):
+    """Per method and pipeline, the list of seconds per iteration, one entry per round."""
+    split = make_split(images, labels).to(device, channels_last=args.channels_last)
+    queued = args.num_workers * PREFETCH_FACTOR
+    stream = LoaderStream(reference_loader(images, labels, args.num_workers))
+    runners = {}
+    for name in args.methods:
+        opt, method = build(name, device, args)
+        _, floor_method = build(name, device, args)
+        _, ref_method = build(name, device, args, reference=True)
+        runners[name] = {'ours': Ours(opt, method, split, device),
+                         'floor': Floor(floor_method, split, device),
+                         'reference': Reference(ref_method, stream, device, queued)}
+    try:
+        for name in args.methods:
+            for kind in KINDS:
+                log(f'warm-up: {name} {kind} ({args.warmup} iterations)')
+                runners[name][kind].run(args.warmup)
+        times = {name: {kind: [] for kind in KINDS} for name in args.methods}
+        for r in range(args.rounds):
+            log(f'round {r + 1}/{args.rounds}: {args.block} iterations per pipeline and method')
+            order = KINDS[r % len(KINDS):] + KINDS[:r % len(KINDS)]
+            for name in args.methods:
+                for kind in order:
+                    times[name][kind].append(runners[name][kind].run(args.block) / args.block)
+    finally:
+        stream.close()
+    return times
+
+
+def summarise(times, args, device, data_kind):
+    epoch = {name: {kind: statistics.median(v) * EPOCH_ITERS for kind, v in per.items()}
+             for name, per in times.items()}
+    out = {}
+    for name in METHOD_NAMES:
+        e = epoch.get(name)
+        out[f'{name}_epoch_s'] = e and e['ours']
+        out[f'floor_{name}_epoch_s'] = e and e['floor']
+        out[f'reference_{name}_epoch_s'] = e and e['reference']
+        out[f'{name}_vs_floor'] = e and e['ours'] / e['floor']
+        out[f'{name}_speedup_vs_reference'] = e and e['reference'] / e['ours']
+    out = {k: (round(v, 4) if v is not None else None) for k, v in out.items()}
+    out.update({
+        'device': device_name(device), 'device_type': device.type, 'torch': torch.__version__,
+        'threads': torch.get_num_threads(), 'channels_last': args.channels_last, 'amp': args.amp,
+        'compile': args.compile, 'iters': args.block * args.rounds, 'rounds': args.rounds,
+        'warmup': args.warmup, 'num_workers': args.num_workers, 'data': data_kind,
+        'n_images': args.n_images_used, 'epoch_iters': EPOCH_ITERS,
+        'spread_epoch_s': {name: {kind: [round(min(v) * EPOCH_ITERS, 4), round(max(v) * EPOCH_ITERS, 4)]
+                                  for kind, v in per.items()} for name, per in times.items()},
+    })
+    out['targets'] = {key: {'value': out[key], 'op': op, 'threshold': thr,
+                            'pass': None if out[key] is None else
+                            (out[key] <= thr if op == '<=' else out[key] >= thr)}
+                      for key, op, thr, _ in TARGETS}
+    return out
+
+
+def report(res, data_desc):
+    lines = [
+        f'Colored-MNIST training speed, one epoch = {EPOCH_IMAGES} images at batch {BATCH_SIZE} '
+        f'({EPOCH_ITERS} iterations)',
+        f'device: {res["device_type"]} - {res["device"]}; torch {res["torch"]}, {res["threads"]} threads',
+        f'ours/floor: channels_last {res["channels_last"]}, amp {res["amp"]}, compile {res["compile"]}; '
+        f'reference: contiguous, fp32, eager, {res["num_workers"]} loader workers',
+        f'data: {data_desc}, {res["n_images"]} images',
+        f'{res["rounds"]} rounds x {res["iters"] // res["rounds"]} iterations per pipeline and method '
+        f'(medians over rounds), warm-up {res["warmup"]}',
+        '',
+        f'{"method":<9} {"ours s/epoch":>13} {"floor s/epoch":>14} {"reference s/epoch":>18} '
+        f'{"ours/floor":>11} {"reference/ours":>15}',
+    ]
+    for name in METHOD_NAMES:
+        if res[f'{name}_epoch_s'] is None:
+            continue
+        lines.append(f'{name:<9} {res[f"{name}_epoch_s"]:>13.2f} {res[f"floor_{name}_epoch_s"]:>14.2f} '
+                     f'{res[f"reference_{name}_epoch_s"]:>18.2f} {res[f"{name}_vs_floor"]:>10.3f}x '
+                     f'{res[f"{name}_speedup_vs_reference"]:>14.3f}x')
+    lines += ['', 'spread over rounds, s/epoch (min-max):']
+    for name, per in res['spread_epoch_s'].items():
+        lines.append(f'  {name:<9} ' + '   '.join(f'{kind} {lo:.2f}-{hi:.2f}' for kind, (lo, hi) in per.items()))
+    lines += ['', 'targets (set for --quick):']
+    for key, op, thr, desc in TARGETS:
+        t = res['targets'][key]
+        verdict = 'n/a ' if t['pass'] is None else ('PASS' if t['pass'] else 'FAIL')
+        value = 'not measured' if t['value'] is None else f'{key} = {t["value"]:.3f}'
+        lines.append(f'  {verdict}  {desc} ({value}, needs {op} {thr})')
+    return '\n'.join(lines)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description='Training speed of baseline and LNL: ours vs floor vs the '
+                                            'authors\' pipeline', formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--quick', action='store_true', help='fewer rounds and iterations (a couple of minutes on a CPU)')
+    p.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
+    p.add_argument('--iters', type=int, default=None,
+                   help='timed iterations per pipeline and method, over all rounds (default 40, --quick 12)')
+    p.add_argument('--rounds', type=int, default=None, help='interleaved rounds (default 8, --quick 6)')
+    p.add_argument('--warmup', type=int, default=None,
+                   help='untimed iterations per pipeline and method first (default 5, --quick 2)')
+    p.add_argument('--methods', nargs='+', choices=METHOD_NAMES, default=list(METHOD_NAMES))
+    p.add_argument('--amp', action='store_true', help='bfloat16 autocast for ours and floor')
+    p.add_argument('--compile', action='store_true', help='torch.compile f and g for ours and floor')
+    p.add_argument('--no_channels_last', dest='channels_last', action='store_false',
+                   help='ours and floor in the default memory layout')
+    p.add_argument('--threads', type=int, default=None, help='CPU threads for PyTorch (default: PyTorch\'s)')
+    p.add_argument('--num_workers', type=int, default=2, help='DataLoader workers of the reference')
+    p.add_argument('--data_dir', default=os.path.join(ROOT, 'data'),
+                   help=f'folder holding {colored_mnist.file_name(COLOR_VAR)}')
+    p.add_argument('--synthetic', action='store_true', help='synthetic data even when the real file is there')
+    p.add_argument('--n_images', type=int, default=None, help='use only this many training images')
+    p.add_argument('--json', default=None, help='also write the JSON result to this file')
+    p.add_argument('--check', action='store_true', help='exit with status 1 when a target is missed')
+    return p
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
+    defaults = (12, 6, 2) if args.quick else (40, 8, 5)
+    args.iters = defaults[0] if args.iters is None else args.iters
+    args.rounds = defaults[1] if args.rounds is None else args.rounds
+    args.warmup = defaults[2] if args.warmup is None else args.warmup
+    if args.iters < 1 or args.rounds < 1 or args.warmup < 0 or args.num_workers < 0:
+        raise UserError('--iters and --rounds must be >= 1, --warmup and --num_workers >= 0')
+    if args.n_images is not None and args.n_images < BATCH_SIZE:
+        raise UserError(f'--n_images must be at least the batch size {BATCH_SIZE}')
+    args.rounds = min(args.rounds, args.iters)
+    args.block = args.iters // args.rounds
+    args.methods = [m for m in METHOD_NAMES if m in args.methods]
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = T.resolve_device(args.device or 'auto')
+
+    def log(msg):
+        print(f'[speed] {msg}', file=sys.stderr, flush=True)
+
+    images, labels, data_kind, data_desc = load_data(args.data_dir, args.synthetic, args.n_images)
+    args.n_images_used = len(labels)
+    log(f'data: {data_desc}, {len(labels)} images; device {device}')
+    times = measure(args, device, images, labels, log)
+    res = summarise(times, args, device, data_kind)
+    print(report(res, data_desc))
+    line = json.dumps(res)
+    if args.json:
+        with atomic_path(args.json) as tmp:
+            with open(tmp, 'w') as fh:
+                fh.write(line + '\n')
+    print(line, flush=True)
+    if args.check and not all(t['pass'] for t in res['targets'].values() if t['pass'] is not None):
+        sys.exit(1)
+    return res
+
+
+if __name__ == '__main__':
+    run_main(main)

@@ -1,0 +1,134 @@
+"""Golden-file test of collect_results.py on hand-made run folders (tests/data/collect/).
+
+The fixture: Baseline and LNL at sigma^2 0.020 and 0.050 with seeds 1 and 2, Gray at 0.020 with one
+seed (in a sub-folder, its options.json without color_var), an LNL run with no test record yet, and an
+LNL run evaluated twice whose results.jsonl ends with a truncated record.
+
+After a deliberate change of the output format, regenerate the golden files from a copy:
+``cp -r tests/data/collect /tmp/c && python collect_results.py /tmp/c`` and, once the numbers are
+checked, copy ``/tmp/c/fig4.md`` and ``/tmp/c/fig4.csv`` to ``tests/data/collect/expected_fig4.*``.
+"""
+import csv
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURE = os.path.join(ROOT, 'tests', 'data', 'collect')
+SCRIPT = os.path.join(ROOT, 'collect_results.py')
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import collect_results as C  # noqa: E402
+
+
+def run_script(*args):
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE='1', MPLBACKEND='Agg')
+    return subprocess.run([sys.executable, SCRIPT, *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, encoding='utf-8', timeout=120)
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    dst = tmp_path / 'runs'
+    shutil.copytree(FIXTURE, dst, ignore=shutil.ignore_patterns('expected_*'))
+    return dst
+
+
+@pytest.fixture(scope='module')
+def collected(tmp_path_factory):
+    dst = tmp_path_factory.mktemp('collect') / 'runs'
+    shutil.copytree(FIXTURE, dst, ignore=shutil.ignore_patterns('expected_*'))
+    proc = run_script(dst, '--confusion', '0.020')
+    assert proc.returncode == 0, proc.stderr
+    return dst, proc
+
+
+def read(path):
+    with open(path, encoding='utf-8', newline='') as fh:
+        return fh.read()
+
+
+def test_markdown_and_csv_match_golden_files(collected):
+    out, _ = collected
+    assert read(out / 'fig4.md') == read(os.path.join(FIXTURE, 'expected_fig4.md'))
+    assert read(out / 'fig4.csv') == read(os.path.join(FIXTURE, 'expected_fig4.csv'))
+
+
+def test_pngs_are_written(collected):
+    out, _ = collected
+    for name in ('fig4.png', 'fig4_curves.png', 'fig4_confusion.png'):
+        with open(out / name, 'rb') as fh:
+            assert fh.read(8) == b'\x89PNG\r\n\x1a\n', name
+    assert not [f for f in os.listdir(out) if f.endswith('.tmp')]
+
+
+def test_printed_table_and_incomplete_warning(collected):
+    _, proc = collected
+    assert proc.stdout.startswith('Unbiased test accuracy (Fig. 4)')
+    assert 'LNL       0.8150 ± 0.0164 (2) [paper 0.8185]' in proc.stdout
+    assert 'lnl_var0.050_seed3' in proc.stderr and 'warning:' in proc.stderr
+
+
+def test_one_cell_computed_independently(collected):
+    # LNL, sigma^2 = 0.050: seed 1 has one test record; seed 2 was evaluated twice (0.9001, then 0.9602)
+    # and its file ends with a truncated record, so the numbers are those of the last complete record.
+    values = [0.9550, 0.9602]
+    mean, std = statistics.mean(values), statistics.stdev(values)
+    out, _ = collected
+    with open(out / 'fig4.csv', encoding='utf-8', newline='') as fh:
+        rows = {(r['method'], r['color_var']): r for r in csv.DictReader(fh)}
+    row = rows[('lnl', '0.050')]
+    assert int(row['n']) == 2
+    assert float(row['mean']) == pytest.approx(mean, abs=1e-6)
+    assert float(row['std']) == pytest.approx(std, abs=1e-6)
+    assert float(row['paper']) == 0.9618
+    assert float(row['probe_color_acc']) == pytest.approx(0.3605)  # only seed 1 ran the probe
+    assert float(row['color_acc']) == pytest.approx((0.1810 + 0.1725) / 2)
+    assert f'{mean:.4f} ± {std:.4f} (2) [paper 0.9618]' in read(out / 'fig4.md')
+
+
+def test_load_and_aggregate_in_process(runs_dir):
+    runs = C.load_runs(runs_dir)
+    names = [r['name'] for r in runs]
+    assert 'extra/gray_var0.020_seed1' in names and len(runs) == 10
+    gray = next(r for r in runs if r['method'] == 'gray')
+    assert gray['color_var'] == '0.020'
+    agg = C.aggregate(runs)
+    assert agg['incomplete'] == ['lnl_var0.050_seed3']
+    assert agg['color_vars'] == ['0.020', '0.050']
+    cell = agg['cells'][('gray', '0.020')]
+    assert cell['n'] == 1 and cell['std'] is None and cell['mean'] == pytest.approx(0.8410)
+    assert C.to_csv(agg) == read(os.path.join(FIXTURE, 'expected_fig4.csv'))
+    assert C.to_markdown(agg) == read(os.path.join(FIXTURE, 'expected_fig4.md'))
+    table = C.format_table(agg)
+    assert [line.split()[0] for line in table.splitlines()[3:7]] == ['Baseline', 'BlindEye', 'Gray', 'LNL']
+
+
+def test_out_prefix_and_no_plot(runs_dir, tmp_path):
+    prefix = tmp_path / 'report' / 'table'
+    proc = run_script(runs_dir, '--out_prefix', prefix, '--no_plot')
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(tmp_path / 'report')) == ['table.csv', 'table.md']
+    assert not os.path.exists(runs_dir / 'fig4.md')
+
+
+def check_user_error(proc):
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def test_missing_dir_is_a_user_error(tmp_path):
+    proc = run_script(tmp_path / 'no_such_folder')
+    check_user_error(proc)
+    assert 'no_such_folder' in proc.stderr
+
+
+def test_folder_without_runs_is_a_user_error(tmp_path):
+    check_user_error(run_script(tmp_path))

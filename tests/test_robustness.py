@@ -1,0 +1,186 @@
+"""Bad input, signals, kills during a save, resume mismatches and non-finite losses."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, SMALL_VAR, assert_user_error, fake_mnist, run_py
+from dataset import colored_mnist
+from models import ConvNet
+import trainer as T
+
+
+def _train_args(data_dir, save_dir, name, *extra):
+    return ['train.py', '-e', name, '--data_dir', data_dir, '--save_dir', save_dir, '--no_generate',
+            '--no_progress'] + [str(a) for a in extra]
+
+
+def _popen(args):
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    return subprocess.Popen([sys.executable] + [str(a) for a in args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL)
+
+
+def _wait_for(path, proc, timeout=120):
+    t0 = time.time()
+    while not os.path.exists(path):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t0 < timeout, f'{path} did not appear'
+        time.sleep(0.1)
+
+
+# -- bad data files through train.py ------------------------------------------------------------
+
+@pytest.mark.parametrize('case', ['truncated', 'random', 'wrong_type', 'wrong_shape', 'wrong_dtype', 'labels'])
+def test_train_rejects_bad_data_files(tmp_path, case):
+    data_dir = tmp_path / 'data'
+    data_dir.mkdir()
+    path = colored_mnist.file_path(str(data_dir), SMALL_VAR)
+    data = colored_mnist.generate(fake_mnist(32, 16), SMALL_VAR)
+    fragment = {'truncated': 'truncated or not a Colored-MNIST file', 'random': 'truncated or not',
+                'wrong_type': 'not the dict', 'wrong_shape': 'expected (N,28,28,3)',
+                'wrong_dtype': 'expected uint8', 'labels': 'outside 0..9'}[case]
+    if case in ('truncated', 'random'):
+        colored_mnist.save(data, path)
+        raw = open(path, 'rb').read()
+        open(path, 'wb').write(raw[:1000] if case == 'truncated' else np.random.default_rng(1).bytes(4000))
+    elif case == 'wrong_type':
+        np.save(path, np.array(['not', 'a', 'dict']), allow_pickle=True)
+    else:
+        if case == 'wrong_shape':
+            data['train_image'] = data['train_image'][..., :2]
+        elif case == 'wrong_dtype':
+            data['train_image'] = data['train_image'].astype(np.float64)
+        else:
+            data['test_label'] = data['test_label'].astype(np.int64) - 3
+        np.save(path, data, allow_pickle=True)
+    proc = run_py(_train_args(data_dir, tmp_path / 'runs', 'x', '--max_step', 1, '--dry_run'))
+    assert_user_error(proc, path, fragment)
+
+
+# -- bad checkpoints ----------------------------------------------------------------------------
+
+def _bad_checkpoint(tmp_path, case):
+    path = tmp_path / f'{case}.pth'
+    if case == 'random':
+        path.write_bytes(np.random.default_rng(0).bytes(3000))
+    elif case == 'not_a_checkpoint':
+        torch.save({'weights': [1, 2]}, path)
+    elif case == 'other_architecture':
+        torch.save({'net_state_dict': ConvNet(num_classes=5).state_dict()}, path)
+    elif case == 'missing_keys':
+        sd = ConvNet().state_dict()
+        del sd['conv4.weight']
+        torch.save({'net_state_dict': sd}, path)
+    return path
+
+
+@pytest.mark.parametrize('case,fragment', [
+    ('missing', 'does not exist'), ('random', 'is not a readable PyTorch checkpoint'),
+    ('not_a_checkpoint', 'no net_state_dict'), ('other_architecture', 'another architecture'),
+    ('missing_keys', "missing ['conv4.weight']"),
+])
+def test_bad_checkpoints(small_data_dir, tmp_path, case, fragment):
+    path = _bad_checkpoint(tmp_path, case)
+    proc = run_py(_train_args(small_data_dir, tmp_path / 'runs', 'x', '--use_pretrain', '--checkpoint', path,
+                              '--max_step', 1, '--dry_run'))
+    assert_user_error(proc, str(path), fragment)
+    if case != 'other_architecture':  # test.py rebuilds the 5-class net that file describes
+        proc = run_py(['test.py', '--checkpoint', path, '--color_var', SMALL_VAR, '--data_dir', small_data_dir])
+        assert_user_error(proc, str(path), fragment)
+
+
+@pytest.mark.parametrize('args,fragment', [
+    (['--lr', '0'], '--lr: must be > 0.0'), (['--lr', '-1'], '--lr: must be > 0.0'),
+    (['--batch_size', '0'], '--batch_size: must be > 0'), (['--color_var', '-0.02'], '--color_var: must be > 0.0'),
+    (['--method', 'nope'], "invalid choice: 'nope'"),
+])
+def test_bad_options_exit_with_usage_message(tmp_path, args, fragment):
+    proc = run_py(['train.py', '-e', 'x', '--save_dir', tmp_path] + args)
+    assert_user_error(proc, fragment)
+
+
+# -- signals ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_and_resume_continues(small_data_dir, tmp_path, sig):
+    runs = tmp_path / 'runs'
+    args = _train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', 10000)
+    proc = _popen(args)
+    _wait_for(runs / 'r' / 'checkpoint_last.pth', proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert 'Traceback' not in err and '--resume' in err
+    saved = [f for f in os.listdir(runs / 'r') if '_batch_' in f]
+    assert len(saved) == 1
+    ckpt = T.read_checkpoint(str(runs / 'r' / saved[0]))
+    epoch_at_stop = ckpt['epoch']
+    # resume with a shorter budget: it picks up the interrupted checkpoint and finishes
+    proc = run_py(_train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', epoch_at_stop + 1,
+                              '--resume'))
+    assert proc.returncode == 0, proc.stderr
+    assert f'resumed from {runs / "r" / saved[0]}' in (runs / 'r' / 'train.log').read_text()
+    assert (runs / 'r' / 'done').exists()
+
+
+def test_kill_during_save_keeps_last_intact_checkpoint(small_data_dir, tmp_path):
+    """SIGKILL a real training process while it writes its third checkpoint, then resume."""
+    runs = tmp_path / 'runs'
+    marker = tmp_path / 'saving'
+    wrapper = (
+        'import sys, time, runpy, torch\n'
+        'orig = torch.save\n'
+        'calls = [0]\n'
+        'def slow_save(obj, f, *a, **k):\n'
+        '    calls[0] += 1\n'
+        '    if calls[0] == 3:\n'
+        '        with open(f, "wb") as fh:\n'
+        '            fh.write(b"half a checkpoint")\n'
+        f'        open({str(marker)!r}, "w").close()\n'
+        '        time.sleep(600)\n'
+        '    return orig(obj, f, *a, **k)\n'
+        'torch.save = slow_save\n'
+        'sys.argv = sys.argv[1:]\n'
+        'runpy.run_path("train.py", run_name="__main__")\n')
+    args = _train_args(small_data_dir, runs, 'k', '--method', 'baseline', '--max_step', 5, '--save_step', 1)
+    proc = _popen(['-c', wrapper] + args)
+    _wait_for(marker, proc)
+    proc.kill()
+    proc.communicate()
+    run = runs / 'k'
+    intact = sorted(f for f in os.listdir(run) if f.startswith('checkpoint_'))
+    # the checkpoints of epoch 1 exist and load; the one being written never got its final name
+    assert intact == ['checkpoint_epoch_0001.pth', 'checkpoint_last.pth']
+    for f in intact:
+        assert T.read_checkpoint(str(run / f))['epoch'] == 1
+    proc = run_py(args + ['--resume'])
+    assert proc.returncode == 0, proc.stderr
+    assert T.read_checkpoint(str(run / 'checkpoint_last.pth'))['epoch'] == 5
+    assert not [f for f in os.listdir(run) if f.endswith('.tmp')]
+    lines = (run / 'results.jsonl').read_text().splitlines()
+    assert [int(__import__('json').loads(x)['epoch']) for x in lines] == [1, 2, 3, 4, 5]
+
+
+def test_resume_with_other_options_is_refused(small_data_dir, tmp_path):
+    runs = tmp_path / 'runs'
+    assert run_py(_train_args(small_data_dir, runs, 'm', '--method', 'lnl', '--max_step', 1,
+                              '--dry_run')).returncode == 0
+    proc = run_py(_train_args(small_data_dir, runs, 'm', '--method', 'baseline', '--max_step', 2, '--resume'))
+    assert_user_error(proc, 'cannot resume', "method='baseline' (checkpoint: 'lnl')")
+    proc = run_py(_train_args(small_data_dir, runs, 'm', '--method', 'lnl', '--color_var', 0.03, '--max_step', 2,
+                              '--resume'))
+    assert_user_error(proc, 'color_var=0.03 (checkpoint: 0.02)')
+
+
+def test_non_finite_loss_stops_with_message(small_data_dir, tmp_path):
+    runs = tmp_path / 'runs'
+    proc = run_py(_train_args(small_data_dir, runs, 'nan', '--method', 'lnl', '--lr', '1e30', '--log_step', 1,
+                              '--max_step', 3))
+    assert_user_error(proc, 'non-finite', 'epoch 1')
+    assert not (runs / 'nan' / 'done').exists()

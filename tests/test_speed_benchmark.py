@@ -1,0 +1,82 @@
+"""Smoke tests of benchmarks/speed.py: tiny synthetic data, a few iterations, on the CPU."""
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from benchmarks import speed  # noqa: E402
+from dataset.tensors import Split, make_split  # noqa: E402
+
+REQUIRED_NUMBERS = ('baseline_epoch_s', 'lnl_epoch_s', 'floor_baseline_epoch_s', 'floor_lnl_epoch_s',
+                    'reference_baseline_epoch_s', 'reference_lnl_epoch_s', 'baseline_vs_floor',
+                    'lnl_vs_floor', 'baseline_speedup_vs_reference', 'lnl_speedup_vs_reference')
+REQUIRED_OTHER = ('device', 'torch', 'channels_last', 'amp', 'compile', 'iters', 'data')
+
+
+def test_main_prints_json_last(capsys, tmp_path):
+    out_file = tmp_path / 'speed.json'
+    speed.main(['--quick', '--iters', '2', '--warmup', '1', '--synthetic', '--n_images', '512',
+                '--num_workers', '0', '--device', 'cpu', '--threads', '1', '--json', str(out_file)])
+    stdout = capsys.readouterr().out
+    lines = stdout.strip().splitlines()
+    res = json.loads(lines[-1])
+    for key in REQUIRED_NUMBERS:
+        assert isinstance(res[key], (int, float)) and res[key] > 0, key
+    for key in REQUIRED_OTHER:
+        assert key in res, key
+    assert res['data'] == 'synthetic'
+    assert res['iters'] == 2
+    assert 'ours s/epoch' in stdout and ('PASS' in stdout or 'FAIL' in stdout)
+    assert json.loads(out_file.read_text()) == res
+
+
+def test_reference_dataset_computes_what_make_split_does():
+    images, labels = speed.synthetic_colored_mnist(16, seed=3)
+    split = make_split(images, labels)
+    ds = speed.AuthorsStyleDataset(images, labels)
+    for i in range(len(ds)):
+        image, color, label = ds[i]
+        assert torch.allclose(image, split.images[i], atol=1e-5)
+        assert torch.equal(color, split.colors[i])
+        assert label == int(split.labels[i])
+
+
+class _Recorder:
+    """Stands in for a method: records which images each update saw."""
+
+    def __init__(self):
+        self.seen = []
+
+    def train(self, mode=True):
+        pass
+
+    def lr(self):
+        return 0.0
+
+    def update(self, images, colors, labels):
+        self.seen.append(images[:, 0, 0, 0].long())
+        return {'loss_cls': torch.zeros(())}
+
+
+def test_ours_blocks_walk_whole_epochs():
+    n = 600  # 5 batches of 128, the last one partial
+    ids = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, 28, 28).contiguous()
+    split = Split(images=ids, labels=torch.zeros(n, dtype=torch.int64),
+                  colors=torch.zeros(n, 3, 14, 14, dtype=torch.int64), raw=np.zeros((n, 28, 28, 3), np.uint8))
+    opt = speed.get_option(['-e', 'speed', '--no_progress', '--device', 'cpu'])
+    rec = _Recorder()
+    ours = speed.Ours(opt, rec, split, torch.device('cpu'))
+    for _ in range(4):
+        assert ours.run(3) >= 0  # blocks of 3 cross the epoch boundary
+    seen = torch.cat(rec.seen)
+    assert len(rec.seen) == 12
+    first, second = seen[:n], seen[n:2 * n]
+    assert torch.equal(first.sort().values, torch.arange(n))
+    assert torch.equal(second.sort().values, torch.arange(n))
+    assert not torch.equal(first, second)
