@@ -32,7 +32,7 @@ import sys
 
 import numpy as np
 
-from utils import UserError, atomic_path, run_main
+from utils import UserError, atomic_path, replace_readme_section, run_main
 
 METHODS = ('baseline', 'blindeye', 'gray', 'lnl')
 DISPLAY = {'baseline': 'Baseline', 'blindeye': 'BlindEye', 'gray': 'Gray', 'lnl': 'LNL'}
@@ -466,6 +466,10 @@ def build_parser():
     p.add_argument('--no_plot', action='store_true', help='write the tables only, no accuracy or curve plot')
     p.add_argument('--confusion', type=float, default=None, metavar='SIGMA2',
                    help='also draw Baseline and LNL confusion matrices at this sigma^2')
+    p.add_argument('--readme', default=None, metavar='README',
+                   help='also write the Markdown tables between the <!-- results:begin/end --> markers of this file')
+    p.add_argument('--command', default=None,
+                   help='with --readme: the command that produced the runs, shown above the tables')
     return p
 
 
@@ -496,6 +500,11 @@ def main(argv=None):
             written.append(curves)
     if args.confusion is not None:
         written.append(plot_confusion(runs, args.confusion, prefix + '_confusion.png'))
+    if args.readme:
+        body = to_markdown(agg).replace('\n## ', '\n#### ').replace('# ', '### ', 1)
+        if args.command:
+            body = f'Produced by:\n\n```\n{args.command}\npython collect_results.py {args.dir}\n```\n\n' + body
+        written.append(replace_readme_section(args.readme, 'results', body))
     for path in written:
         print(f'wrote {path}')
     return agg

@@ -63,3 +63,24 @@ def run_main(main):
     except UserError as exc:
         print(f'error: {exc}', file=sys.stderr)
         sys.exit(2)
+
+
+def replace_readme_section(readme, name, body):
+    """Replace the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in ``readme``.
+
+    The README's measured numbers are written here by the scripts that measure them, never by hand.
+    """
+    begin, end = f'<!-- {name}:begin -->', f'<!-- {name}:end -->'
+    try:
+        with open(readme, encoding='utf-8') as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise UserError(f'cannot read {readme}: {exc.strerror}') from None
+    if begin not in text or end not in text:
+        raise UserError(f'{readme} has no "{begin}" ... "{end}" markers to write the {name} into')
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with atomic_path(readme) as tmp:
+        with open(tmp, 'w', encoding='utf-8') as fh:
+            fh.write(head + begin + '\n' + body.strip('\n') + '\n' + end + tail)
+    return readme

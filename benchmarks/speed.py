@@ -63,7 +63,7 @@ import trainer as T  # noqa: E402
 from dataset import colored_mnist  # noqa: E402
 from dataset.tensors import BIN_WIDTH, IGNORE, MEAN, STD, make_split  # noqa: E402
 from option import get_option  # noqa: E402
-from utils import UserError, atomic_path, run_main  # noqa: E402
+from utils import UserError, atomic_path, replace_readme_section, run_main  # noqa: E402
 
 EPOCH_IMAGES = 60000
 BATCH_SIZE = 128
@@ -395,6 +395,8 @@ def build_parser():
     p.add_argument('--synthetic', action='store_true', help='synthetic data even when the real file is there')
     p.add_argument('--n_images', type=int, default=None, help='use only this many training images')
     p.add_argument('--json', default=None, help='also write the JSON result to this file')
+    p.add_argument('--readme', default=None, metavar='README',
+                   help='also write the command and table between the <!-- speed:begin/end --> markers')
     p.add_argument('--check', action='store_true', help='exit with status 1 when a target is missed')
     return p
 
@@ -435,6 +437,10 @@ def main(argv=None):
         with atomic_path(args.json) as tmp:
             with open(tmp, 'w') as fh:
                 fh.write(line + '\n')
+    if args.readme:
+        cmd = 'python benchmarks/speed.py ' + ' '.join(a for a in (argv if argv is not None else sys.argv[1:])
+                                                        if not a.startswith('--readme') and a != args.readme)
+        replace_readme_section(args.readme, 'speed', f'```\n$ {cmd.strip()}\n{report(res, data_desc)}\n```')
     print(line, flush=True)
     if args.check and not all(t['pass'] for t in res['targets'].values() if t['pass'] is not None):
         sys.exit(1)

@@ -1,0 +1,90 @@
+"""What can be checked of the Docker image, the entry scripts and the README without a Docker engine."""
+import os
+import re
+import shlex
+import subprocess
+
+import pytest
+
+from conftest import ROOT
+
+
+def _read(name):
+    with open(os.path.join(ROOT, name)) as fh:
+        return fh.read()
+
+
+def _dockerfile_instructions():
+    text = re.sub(r'\\\n', ' ', _read('Dockerfile'))
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith('#')]
+
+
+def test_base_image_is_pinned_and_cuda_enabled():
+    froms = [i for i in _dockerfile_instructions() if i.upper().startswith('FROM ')]
+    assert len(froms) == 1
+    image = froms[0].split()[1]
+    name, _, tag = image.partition(':')
+    assert 'cuda' in name or 'pytorch' in name, image
+    assert tag and tag != 'latest' and re.search(r'\d+\.\d+\.\d+', tag), f'{image}: pin an exact version tag'
+
+
+def test_requirements_installed_and_code_copied():
+    ins = _dockerfile_instructions()
+    assert any(i.startswith('RUN') and 'pip install -r requirements.txt' in i for i in ins)
+    assert any(i.startswith('COPY') and 'requirements.txt' in i for i in ins)
+    assert any(re.match(r'COPY \. \.?', i) for i in ins)
+    workdir = [i.split()[1] for i in ins if i.startswith('WORKDIR')]
+    assert workdir == ['/workspace']
+    assert any(i.startswith('CMD') and 'train.sh' in i for i in ins)
+
+
+def test_requirements_pin_torch():
+    req = _read('requirements.txt').split()
+    assert 'torch==2.14.1' in req and 'torchvision==0.29.1' in req
+    for pkg in ('numpy', 'tensorboardX', 'tqdm', 'matplotlib', 'submitit'):
+        assert any(r.startswith(pkg) for r in req), pkg
+
+
+def test_dockerignore_keeps_data_and_runs_out():
+    entries = set(_read('.dockerignore').split())
+    assert {'data', 'runs', '.venv', 'venv', '.git'} <= entries
+
+
+@pytest.mark.parametrize('script', ['train.sh', 'test.sh', '.ci/run'])
+def test_entry_scripts_present_executable_and_valid_bash(script):
+    path = os.path.join(ROOT, script)
+    assert os.access(path, os.X_OK), f'{script} is not executable'
+    assert subprocess.run(['bash', '-n', path]).returncode == 0
+    mode = subprocess.run(['git', 'ls-files', '-s', script], cwd=ROOT, capture_output=True, text=True).stdout
+    if mode:  # in a git checkout the executable bit must be committed too
+        assert mode.startswith('100755'), mode
+
+
+def _readme_commands():
+    blocks = re.findall(r'```(?:bash|sh)?\n(.*?)```', _read('README.md'), re.S)
+    return [line.strip() for b in blocks for line in b.splitlines() if line.strip() and not line.startswith('#')]
+
+
+def test_documented_docker_commands_reference_existing_paths():
+    cmds = _readme_commands()
+    build = [c for c in cmds if c.startswith('docker build')]
+    run = [c for c in cmds if c.startswith('docker run')]
+    assert build and run
+    tag = shlex.split(build[0])[shlex.split(build[0]).index('-t') + 1]
+    assert shlex.split(build[0])[-1] == '.'
+    for cmd in run:
+        words = shlex.split(cmd.replace('$PWD', ROOT))
+        assert '--gpus' in words and tag in words
+        mounts = [words[i + 1] for i, w in enumerate(words) if w == '-v']
+        targets = {m.split(':')[1] for m in mounts}
+        assert {'/workspace/data', '/workspace/runs'} <= targets
+        after = words[words.index(tag) + 1:]
+        if after:
+            assert after[0] == 'bash' and os.path.exists(os.path.join(ROOT, after[1])), after
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    ci = [line.strip() for line in _read('.ci/run').splitlines()]
+    test_cmds = [c for c in _readme_commands() if 'pytest' in c]
+    assert len(test_cmds) == 1, test_cmds
+    assert test_cmds[0] in ci
