@@ -42,7 +42,7 @@ def main(argv=None):
                 raise UserError(f'--resume {opt.resume}: not a full training checkpoint of this project '
                                 '(an authors\' file can start a run with --checkpoint and --use_pretrain)')
             resume = (opt.resume, ckpt)
-        # a resumed run keeps its own seed so the batch order continues exactly
+        # refuse a mismatched run before spending time on the data
         T.check_resume_options(resume[1].get('options', {}), opt, resume[0])
     pretrain = None
     if opt.use_pretrain:
@@ -82,7 +82,8 @@ def main(argv=None):
     try:
         last = tr.fit()
     except T.Interrupted as exc:
-        logger.info(f'interrupted; state saved in {exc}. Resume with: python {" ".join(sys.argv)} --resume')
+        again = [a for a in sys.argv if a != '--resume']
+        logger.info(f'interrupted; state saved in {exc}. Resume with: python {" ".join(again)} --resume')
         writer.close()
         sys.exit(130)
     finally:

@@ -208,6 +208,15 @@ def write_variances(data_dir, variances, seed=DEFAULT_SEED, mnist_dir=None, cach
     return paths
 
 
+def file_sha256(path):
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, 'rb') as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def positive_float(text):
     try:
         value = float(text)
@@ -237,7 +246,8 @@ def main(argv=None):
     variances = PAPER_VARIANCES if args.all else args.color_var
     for path in write_variances(args.data_dir, variances, seed=args.seed, mnist_dir=args.mnist_dir,
                                 cache_dir=args.cache_dir):
-        print(path)
+        load(path)  # read back and validated, as train.py will read it
+        print(f'{path}  sha256 {file_sha256(path)}')
 
 
 if __name__ == '__main__':
