@@ -88,24 +88,19 @@ def execute(spec, env=None):
         return 'skipped'
     os.makedirs(spec['run_dir'], exist_ok=True)
     log = os.path.join(spec['run_dir'], 'sweep.log')
+    steps = []
+    if state in ('new', 'partial'):
+        steps.append(['train.py'] + spec['train'] + (['--resume'] if state == 'partial' else []))
+    steps.append(['test.py'] + spec['test'])
     with open(log, 'a') as fh:
-        if state in ('new', 'partial'):
-            cmd = [sys.executable, os.path.join(HERE, 'train.py')] + spec['train']
-            if state == 'partial':
-                cmd.append('--resume')
+        for script, *rest in steps:
+            cmd = [sys.executable, os.path.join(HERE, script)] + rest
             fh.write(f'$ {" ".join(cmd)}\n')
             fh.flush()
             rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=HERE, env=env,
                                  stdin=subprocess.DEVNULL)
             if rc != 0:
-                return f'failed (train.py exit {rc}, see {log})'
-        cmd = [sys.executable, os.path.join(HERE, 'test.py')] + spec['test']
-        fh.write(f'$ {" ".join(cmd)}\n')
-        fh.flush()
-        rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=HERE, env=env,
-                             stdin=subprocess.DEVNULL)
-        if rc != 0:
-            return f'failed (test.py exit {rc}, see {log})'
+                return f'failed ({script} exit {rc}, see {log})'
     return 'finished'
 
 

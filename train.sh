@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's recipe for one colour variance: data (if missing) -> baseline (lr 0.01) -> LNL from the
+# The paper's recipe for one colour variance: data (train.py makes it if missing) -> baseline (lr 0.01) -> LNL from the
 # baseline (lr 0.001) -> evaluation of both on the unbiased test set.
 #   bash train.sh                          # sigma^2 = 0.020, 100 epochs each
 #   COLOR_VAR=0.035 bash train.sh          # another variance
@@ -13,8 +13,6 @@ PYTHON=${PYTHON:-python}
 BASE=baseline_var_${COLOR_VAR}
 LNL=lnl_var_${COLOR_VAR}
 
-"$PYTHON" -m dataset.colored_mnist --color_var "$COLOR_VAR" --data_dir "$DATA_DIR" >/dev/null \
-  || exit $?
 "$PYTHON" train.py -e "$BASE" --method baseline --color_var "$COLOR_VAR" --lr 0.01 \
   --data_dir "$DATA_DIR" --save_dir "$SAVE_DIR" "$@"
 "$PYTHON" train.py -e "$LNL" --method lnl --color_var "$COLOR_VAR" --lr 0.001 \
