@@ -97,3 +97,22 @@ def test_missing_data_with_no_generate(tmp_path):
     proc = _train(tmp_path / 'nodata', tmp_path / 'runs', 'x', '--color_var', '0.035')
     assert_user_error(proc, 'mnist_10color_jitter_var_0.035.npy', '--no_generate',
                       'python -m dataset.colored_mnist --color_var 0.035')
+
+
+def test_train_sh_and_test_sh(small_data_dir, tmp_path):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    env = dict(os.environ, DATA_DIR=str(small_data_dir), SAVE_DIR=str(tmp_path / 'runs'), PYTHON=sys.executable,
+               OMP_NUM_THREADS='1')
+    proc = subprocess.run(['bash', 'train.sh', '--max_step', '1', '--dry_run', '--no_generate', '--no_progress'],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    for run in ('baseline_var_0.020', 'lnl_var_0.020'):
+        recs = _records(tmp_path / 'runs' / run)
+        assert 'test_acc' in recs[-1], run
+    assert 'initialised from' in (tmp_path / 'runs' / 'lnl_var_0.020' / 'train.log').read_text()
+    proc = subprocess.run(['bash', 'test.sh', str(tmp_path / 'runs' / 'lnl_var_0.020' / 'checkpoint_last.pth')],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert 'test_acc' in proc.stdout and 'conflicting_acc' in proc.stdout
