@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from dataset import colored_mnist
-from dataset.tensors import load_splits
+from dataset.tensors import load_splits, to_gray
 from models import ColorPredictor, ConvNet
 from option import positive_float
 from utils import UserError, append_line, atomic_path, run_main
@@ -137,7 +137,8 @@ def run(args):
             w.add_scalar(f'{args.tag}/acc', res['acc'], step)
             w.add_scalar(f'{args.tag}/conflicting_acc', res['conflicting_acc'], step)
             w.add_image(f'{args.tag}/confusion', mpimg.imread(png)[..., :3], step, dataformats='HWC')
-            grid = torch.as_tensor(test.raw[:64]).permute(0, 3, 1, 2)
+            shown = to_gray(test.raw[:64]) if T.METHODS[method].gray else test.raw[:64]
+            grid = torch.as_tensor(shown).permute(0, 3, 1, 2)
             import torchvision
             w.add_image(f'{args.tag}/inputs', torchvision.utils.make_grid(grid, nrow=8), step)
     except OSError:
