@@ -10,7 +10,7 @@ Colored-MNIST (60,000 images at batch 128 = 469 iterations):
   layout): what the step costs when the pipeline costs nothing;
 * ``reference``: the authors' pipeline, written here compactly: a ``Dataset`` that turns every
   uint8 image into a PIL image on every access (nearest-neighbour resize for the colour target,
-  ``ToTensor`` and ``Normalize``), a ``DataLoader`` (batch 128, shuffled, ``--num_workers`` persistent
+  ``ToTensor`` and ``Normalize``), a ``DataLoader`` (batch 128, shuffled, ``--num_workers``
   workers) and the same losses and optimiser steps in the default (contiguous) memory layout,
   without autocast or ``torch.compile`` (the authors' code had neither).
 
@@ -138,7 +138,7 @@ class AuthorsStyleDataset(Dataset):
 
 
 def reference_loader(images, labels, num_workers, seed=0):
-    extra = {'persistent_workers': True, 'prefetch_factor': PREFETCH_FACTOR} if num_workers else {}
+    extra = {'prefetch_factor': PREFETCH_FACTOR} if num_workers else {}
     generator = torch.Generator()
     generator.manual_seed(seed)
     return DataLoader(AuthorsStyleDataset(images, labels), batch_size=BATCH_SIZE, shuffle=True,
@@ -207,48 +207,39 @@ class Floor:
         return clock(self.device) - t0
 
 
-class LoaderStream:
-    """Endless batches from one DataLoader, shared by the methods' references (one set of workers)."""
-
-    def __init__(self, loader):
-        self.loader, self.it = loader, None
-
-    def next(self):
-        if self.it is None:
-            self.it = iter(self.loader)
-        try:
-            return next(self.it)
-        except StopIteration:
-            self.it = iter(self.loader)
-            return next(self.it)
-
-    def close(self):
-        self.it = None
-
-
 class Reference:
-    """The authors' loop: a batch from the DataLoader, copied to the device, one training step."""
+    """The authors' loop: a batch from the DataLoader, copied to the device, one training step.
 
-    def __init__(self, method, stream, device, queued):
-        self.method, self.stream, self.device = method, stream, device
-        # While the other pipelines run, the idle workers fill their queue (``queued`` batches); a
-        # block that started on a full queue would time batches that were prepared for free.
-        # Taking them off untimed (without a step) leaves the workers busy and the queue empty,
-        # the steady state of a loader that cannot keep up; one that can refills it at once.
-        self.queued = queued
+    Each block starts the loader's workers afresh and shuts them down at its end (the authors'
+    loader is not persistent either), so no worker prepares batches while ``ours`` or ``floor``
+    is timed. The batches the workers prepare while starting up (``queued``) are taken off
+    untimed: that leaves the workers busy and the queue empty, the steady state of a loader that
+    cannot keep up (one that can refills it at once), and keeps the start-up out of the clock.
+    """
+
+    def __init__(self, method, loader, device, queued):
+        self.method, self.loader, self.device, self.queued = method, loader, device, queued
         method.train(True)
 
-    def step(self):
-        images, colors, labels = self.stream.next()
-        self.method.update(images.to(self.device), colors.to(self.device), labels.to(self.device))
-
     def run(self, k):
-        for _ in range(self.queued):
-            self.stream.next()
-        t0 = clock(self.device)
-        for _ in range(k):
-            self.step()
-        return clock(self.device) - t0
+        # a block never needs more than one epoch of batches, except on tiny test data
+        queued = max(0, min(self.queued, len(self.loader) - k))
+        it = iter(self.loader)
+        try:
+            for _ in range(queued):
+                next(it)
+            t0 = clock(self.device)
+            for _ in range(k):
+                try:
+                    images, colors, labels = next(it)
+                except StopIteration:
+                    it = iter(self.loader)
+                    images, colors, labels = next(it)
+                self.method.update(images.to(self.device), colors.to(self.device),
+                                   labels.to(self.device))
+            return clock(self.device) - t0
+        finally:
+            del it  # shuts the workers down before the next block
 
 
 # --------------------------------------------------------------------------------------------------
@@ -287,7 +278,7 @@ def measure(args, device, images, labels, log):
     """Per method and pipeline, the list of seconds per iteration, one entry per round."""
     split = make_split(images, labels).to(device, channels_last=args.channels_last)
     queued = args.num_workers * PREFETCH_FACTOR
-    stream = LoaderStream(reference_loader(images, labels, args.num_workers))
+    loader = reference_loader(images, labels, args.num_workers)
     runners = {}
     for name in args.methods:
         opt, method = build(name, device, args)
@@ -295,21 +286,18 @@ def measure(args, device, images, labels, log):
         _, ref_method = build(name, device, args, reference=True)
         runners[name] = {'ours': Ours(opt, method, split, device),
                          'floor': Floor(floor_method, split, device),
-                         'reference': Reference(ref_method, stream, device, queued)}
-    try:
+                         'reference': Reference(ref_method, loader, device, queued)}
+    for name in args.methods:
+        for kind in KINDS:
+            log(f'warm-up: {name} {kind} ({args.warmup} iterations)')
+            runners[name][kind].run(args.warmup)
+    times = {name: {kind: [] for kind in KINDS} for name in args.methods}
+    for r in range(args.rounds):
+        log(f'round {r + 1}/{args.rounds}: {args.block} iterations per pipeline and method')
+        order = KINDS[r % len(KINDS):] + KINDS[:r % len(KINDS)]
         for name in args.methods:
-            for kind in KINDS:
-                log(f'warm-up: {name} {kind} ({args.warmup} iterations)')
-                runners[name][kind].run(args.warmup)
-        times = {name: {kind: [] for kind in KINDS} for name in args.methods}
-        for r in range(args.rounds):
-            log(f'round {r + 1}/{args.rounds}: {args.block} iterations per pipeline and method')
-            order = KINDS[r % len(KINDS):] + KINDS[:r % len(KINDS)]
-            for name in args.methods:
-                for kind in order:
-                    times[name][kind].append(runners[name][kind].run(args.block) / args.block)
-    finally:
-        stream.close()
+            for kind in order:
+                times[name][kind].append(runners[name][kind].run(args.block) / args.block)
     return times
 
 
@@ -379,17 +367,18 @@ def build_parser():
     p.add_argument('--quick', action='store_true', help='fewer rounds and iterations (a couple of minutes on a CPU)')
     p.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
     p.add_argument('--iters', type=int, default=None,
-                   help='timed iterations per pipeline and method, over all rounds (default 40, --quick 12)')
-    p.add_argument('--rounds', type=int, default=None, help='interleaved rounds (default 8, --quick 6)')
+                   help='timed iterations per pipeline and method, over all rounds (default 60, --quick 36)')
+    p.add_argument('--rounds', type=int, default=None, help='interleaved rounds (default 10, --quick 6)')
     p.add_argument('--warmup', type=int, default=None,
-                   help='untimed iterations per pipeline and method first (default 5, --quick 2)')
+                   help='untimed iterations per pipeline and method first (default 5, --quick 3)')
     p.add_argument('--methods', nargs='+', choices=METHOD_NAMES, default=list(METHOD_NAMES))
     p.add_argument('--amp', action='store_true', help='bfloat16 autocast for ours and floor')
     p.add_argument('--compile', action='store_true', help='torch.compile f and g for ours and floor')
     p.add_argument('--no_channels_last', dest='channels_last', action='store_false',
                    help='ours and floor in the default memory layout')
     p.add_argument('--threads', type=int, default=None, help='CPU threads for PyTorch (default: PyTorch\'s)')
-    p.add_argument('--num_workers', type=int, default=2, help='DataLoader workers of the reference')
+    p.add_argument('--num_workers', type=int, default=4,
+                   help="DataLoader workers of the reference (default 4, the authors' default)")
     p.add_argument('--data_dir', default=os.path.join(ROOT, 'data'),
                    help=f'folder holding {colored_mnist.file_name(COLOR_VAR)}')
     p.add_argument('--synthetic', action='store_true', help='synthetic data even when the real file is there')
@@ -403,7 +392,7 @@ def build_parser():
 
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
-    defaults = (12, 6, 2) if args.quick else (40, 8, 5)
+    defaults = (36, 6, 3) if args.quick else (60, 10, 5)
     args.iters = defaults[0] if args.iters is None else args.iters
     args.rounds = defaults[1] if args.rounds is None else args.rounds
     args.warmup = defaults[2] if args.warmup is None else args.warmup
