@@ -28,6 +28,7 @@ import csv
 import io
 import json
 import os
+import shlex
 import sys
 
 import numpy as np
@@ -312,6 +313,75 @@ def to_csv(agg):
     return buf.getvalue()
 
 
+def shortfalls(agg, points=0.03):
+    """Cells whose mean is more than ``points`` below the paper's number: (method, sigma^2, mean, paper)."""
+    out = []
+    for m in agg['methods']:
+        for cv in agg['color_vars']:
+            cell = agg['cells'].get((m, cv))
+            if cell and cell['paper'] is not None and cell['mean'] < cell['paper'] - points:
+                out.append((m, cv, cell['mean'], cell['paper']))
+    return out
+
+
+def last_epoch_gains(runs):
+    """Per run with at least two monitored epochs: (name, last epoch, its accuracy, change over the
+    last epoch), in method and sigma^2 order; shows whether the curves have flattened."""
+    order = {m: i for i, m in enumerate(METHODS)}
+    out = []
+    for run in runs:
+        pts = sorted((e, float(r['monitor_test_acc'])) for e, r in run['epochs'].items()
+                     if r.get('monitor_test_acc') is not None)
+        if len(pts) >= 2 and run['method'] is not None and run['color_var'] is not None:
+            out.append(((order.get(run['method'], len(order)), float(run['color_var']), seed_order(run)),
+                        run['name'], pts[-1][0], pts[-1][1], pts[-1][1] - pts[-2][1]))
+    return [o[1:] for o in sorted(out)]
+
+
+def shown_argv(argv):
+    """This command's arguments as a shell line, without the --command and --budget texts."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ('--command', '--budget'):
+            skip = True
+        elif not a.startswith(('--command=', '--budget=')):
+            out.append(a)
+    return shlex.join(out)
+
+
+def readme_body(agg, runs, args, pngs):
+    """The README's results section: budget and command, the tables, the figures, the gaps to the paper
+    and the last-epoch change of every curve, all from the runs."""
+    out = []
+    if args.budget:
+        out += [f'Budget: {args.budget}.', '']
+    if args.command:
+        out += ['Produced by:', '', '```', args.command,
+                f'python collect_results.py {args.argv_shown}', '```', '']
+    out.append(to_markdown(agg).replace('\n## ', '\n#### ').replace('# ', '### ', 1).rstrip())
+    out.append('')
+    base = os.path.dirname(os.path.abspath(args.readme))
+    for path in pngs:
+        rel = os.path.relpath(os.path.abspath(path), base).replace(os.sep, '/')
+        out += [f'![{os.path.basename(path)}]({rel})', '']
+    gaps = shortfalls(agg)
+    if gaps:
+        out.append('More than 3 points below the paper: ' + ', '.join(
+            f'{display_name(m)} at σ² = {cv} ({mean:.4f} vs {paper:.4f})' for m, cv, mean, paper in gaps) + '.')
+    else:
+        out.append('No cell is more than 3 points below the paper.')
+    out.append('')
+    gains = last_epoch_gains(runs)
+    if gains:
+        out += ['Change of the monitored test accuracy over the last epoch of each run (a flat curve is '
+                'near 0):', '', '| run | last epoch | accuracy | change |', '|---|---:|---:|---:|']
+        out += [f'| {name} | {e} | {acc:.4f} | {d:+.4f} |' for name, e, acc, d in gains]
+        out.append('')
+    return '\n'.join(out).rstrip() + '\n'
+
+
 # -- plots -----------------------------------------------------------------------------------------
 
 def pyplot():
@@ -450,6 +520,8 @@ def build_parser():
                    help='also write the Markdown tables between the <!-- results:begin/end --> markers of this file')
     p.add_argument('--command', default=None,
                    help='with --readme: the command that produced the runs, shown above the tables')
+    p.add_argument('--budget', default=None,
+                   help='with --readme: a label for the training budget of the runs (e.g. "CPU, 5 epochs")')
     return p
 
 
@@ -471,19 +543,20 @@ def main(argv=None):
     prefix = args.out_prefix or os.path.join(args.dir, 'fig4')
     print(format_table(agg), end='')
     written = []
+    pngs = []
     written.append(write_text(prefix + '.md', to_markdown(agg)))
     written.append(write_text(prefix + '.csv', to_csv(agg)))
     if not args.no_plot:
-        written.append(plot_fig4(agg, prefix + '.png', args.title))
+        pngs.append(plot_fig4(agg, prefix + '.png', args.title))
         curves = plot_curves(runs, prefix + '_curves.png')
         if curves:
-            written.append(curves)
+            pngs.append(curves)
     if args.confusion is not None:
-        written.append(plot_confusion(runs, args.confusion, prefix + '_confusion.png'))
+        pngs.append(plot_confusion(runs, args.confusion, prefix + '_confusion.png'))
+    written += pngs
     if args.readme:
-        body = to_markdown(agg).replace('\n## ', '\n#### ').replace('# ', '### ', 1)
-        if args.command:
-            body = f'Produced by:\n\n```\n{args.command}\npython collect_results.py {args.dir}\n```\n\n' + body
+        args.argv_shown = shown_argv(argv if argv is not None else sys.argv[1:])
+        body = readme_body(agg, runs, args, pngs)
         written.append(replace_readme_section(args.readme, 'results', body))
     for path in written:
         print(f'wrote {path}')

@@ -132,3 +132,33 @@ def test_missing_dir_is_a_user_error(tmp_path):
 
 def test_folder_without_runs_is_a_user_error(tmp_path):
     check_user_error(run_script(tmp_path))
+
+
+def test_readme_section(runs_dir, tmp_path):
+    readme = tmp_path / 'README.md'
+    readme.write_text('# Title\n\n<!-- results:begin -->\nold\n<!-- results:end -->\n\nTail.\n', encoding='utf-8')
+    res = run_script(runs_dir, '--readme', readme, '--out_prefix', tmp_path / 'docs' / 'fig4',
+                     '--command', 'python sweep.py --out X', '--budget', 'CPU, 2 epochs')
+    assert res.returncode == 0, res.stderr
+    text = readme.read_text(encoding='utf-8')
+    assert text.startswith('# Title\n') and text.rstrip().endswith('Tail.')
+    body = text.split('<!-- results:begin -->')[1].split('<!-- results:end -->')[0]
+    assert 'old' not in body
+    assert 'Budget: CPU, 2 epochs.' in body
+    assert 'python sweep.py --out X' in body
+    # the collect command is shown without the texts of --command and --budget
+    line = next(ln for ln in body.splitlines() if ln.startswith('python collect_results.py'))
+    assert '--budget' not in line and '--command' not in line and '--readme' in line
+    assert '![fig4.png](docs/fig4.png)' in body
+    assert (tmp_path / 'docs' / 'fig4.png').is_file()
+    assert '| Baseline |' in body
+    # every cell below the paper by more than 3 points is named, computed here from the CSV
+    with open(tmp_path / 'docs' / 'fig4.csv', newline='', encoding='utf-8') as fh:
+        rows = list(csv.DictReader(fh))
+    low = [r for r in rows if r['paper'] and float(r['mean']) < float(r['paper']) - 0.03]
+    if low:
+        gap_line = next(ln for ln in body.splitlines() if ln.startswith('More than 3 points below'))
+        for r in low:
+            assert f"σ² = {r['color_var']} ({float(r['mean']):.4f} vs {float(r['paper']):.4f})" in gap_line
+    else:
+        assert 'No cell is more than 3 points below the paper.' in body
