@@ -339,7 +339,7 @@ def last_epoch_gains(runs):
 
 
 def shown_argv(argv):
-    """This command's arguments as a shell line, without the --command and --budget texts."""
+    """This command's arguments as a shell line, without the texts of --command and --budget."""
     out, skip = [], False
     for a in argv:
         if skip:
@@ -520,6 +520,8 @@ def build_parser():
                    help='also write the Markdown tables between the <!-- results:begin/end --> markers of this file')
     p.add_argument('--command', default=None,
                    help='with --readme: the command that produced the runs, shown above the tables')
+    p.add_argument('--section', default='results',
+                   help='with --readme: the name of the README section (its <!-- NAME:begin/end --> markers)')
     p.add_argument('--budget', default=None,
                    help='with --readme: a label for the training budget of the runs (e.g. "CPU, 5 epochs")')
     return p
@@ -557,7 +559,7 @@ def main(argv=None):
     if args.readme:
         args.argv_shown = shown_argv(argv if argv is not None else sys.argv[1:])
         body = readme_body(agg, runs, args, pngs)
-        written.append(replace_readme_section(args.readme, 'results', body))
+        written.append(replace_readme_section(args.readme, args.section, body))
     for path in written:
         print(f'wrote {path}')
     return agg

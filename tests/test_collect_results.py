@@ -162,3 +162,15 @@ def test_readme_section(runs_dir, tmp_path):
             assert f"σ² = {r['color_var']} ({float(r['mean']):.4f} vs {float(r['paper']):.4f})" in gap_line
     else:
         assert 'No cell is more than 3 points below the paper.' in body
+
+
+def test_readme_other_section(runs_dir, tmp_path):
+    readme = tmp_path / 'README.md'
+    original = '<!-- results:begin -->\nkeep\n<!-- results:end -->\n<!-- extra:begin -->\nold\n<!-- extra:end -->\n'
+    readme.write_text(original, encoding='utf-8')
+    res = run_script(runs_dir, '--readme', readme, '--section', 'extra', '--no_plot')
+    assert res.returncode == 0, res.stderr
+    text = readme.read_text(encoding='utf-8')
+    assert '<!-- results:begin -->\nkeep\n<!-- results:end -->' in text
+    extra = text.split('<!-- extra:begin -->')[1].split('<!-- extra:end -->')[0]
+    assert 'old' not in extra and '| Baseline |' in extra
