@@ -386,6 +386,8 @@ def build_parser():
     p.add_argument('--json', default=None, help='also write the JSON result to this file')
     p.add_argument('--readme', default=None, metavar='README',
                    help='also write the command and table between the <!-- speed:begin/end --> markers')
+    p.add_argument('--section', default='speed',
+                   help='with --readme: the README section to write (its <!-- NAME:begin/end --> markers)')
     p.add_argument('--check', action='store_true', help='exit with status 1 when a target is missed')
     return p
 
@@ -429,7 +431,7 @@ def main(argv=None):
     if args.readme:
         cmd = 'python benchmarks/speed.py ' + ' '.join(a for a in (argv if argv is not None else sys.argv[1:])
                                                         if not a.startswith('--readme') and a != args.readme)
-        replace_readme_section(args.readme, 'speed', f'```\n$ {cmd.strip()}\n{report(res, data_desc)}\n```')
+        replace_readme_section(args.readme, args.section, f'```\n$ {cmd.strip()}\n{report(res, data_desc)}\n```')
     print(line, flush=True)
     if args.check and not all(t['pass'] for t in res['targets'].values() if t['pass'] is not None):
         sys.exit(1)

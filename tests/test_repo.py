@@ -50,7 +50,7 @@ def test_dockerignore_keeps_data_and_runs_out():
     assert {'data', 'runs', '.venv', 'venv', '.git'} <= entries
 
 
-@pytest.mark.parametrize('script', ['train.sh', 'test.sh', '.ci/run'])
+@pytest.mark.parametrize('script', ['train.sh', 'test.sh', '.ci/run', 'benchmarks/gpu_check.sh'])
 def test_entry_scripts_present_executable_and_valid_bash(script):
     path = os.path.join(ROOT, script)
     assert os.access(path, os.X_OK), f'{script} is not executable'
@@ -88,3 +88,12 @@ def test_ci_runs_the_readme_test_command_verbatim():
     test_cmds = [c for c in _readme_commands() if 'pytest' in c]
     assert len(test_cmds) == 1, test_cmds
     assert test_cmds[0] in ci
+
+
+def test_gpu_check_refuses_without_a_gpu(tmp_path):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES='')
+    res = subprocess.run(['bash', os.path.join(ROOT, 'benchmarks', 'gpu_check.sh'), str(tmp_path / 'out')],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0
+    assert 'no CUDA device' in res.stderr and 'Traceback' not in res.stderr
+    assert not (tmp_path / 'out').exists()

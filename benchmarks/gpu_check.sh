@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The GPU checks in one go, for a machine with a CUDA device and the requirements installed:
+#   1. benchmarks/speed.py on cuda: fp32, bfloat16 autocast (--amp), torch.compile (--compile);
+#      the fp32 table goes into the README's speed_gpu section (with the card's name);
+#   2. one short training run per method (baseline, gray; lnl and blindeye from the baseline) and
+#      test.py on each, with their epoch times.
+# Usage: bash benchmarks/gpu_check.sh [OUT_DIR]   (default runs/gpu_check; EPOCHS=2, DATA_DIR=./data)
+# Raw MNIST must be reachable (pip, IDX files via MNIST_DIR, or a verified cache under XDG_CACHE_HOME).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-runs/gpu_check}
+DATA_DIR=${DATA_DIR:-./data}
+EPOCHS=${EPOCHS:-2}
+PYTHON=${PYTHON:-python}
+MNIST_ARGS=()
+[ -n "${MNIST_DIR:-}" ] && MNIST_ARGS=(--mnist_dir "$MNIST_DIR")
+
+"$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else \
+'gpu_check.sh: PyTorch sees no CUDA device; run this on a GPU machine (CPU figures: python benchmarks/speed.py --quick)')"
+mkdir -p "$OUT"
+"$PYTHON" -c "import torch; print(torch.cuda.get_device_name(0), torch.__version__, torch.version.cuda)" | tee "$OUT/gpu.txt"
+"$PYTHON" -m dataset.colored_mnist --color_var 0.020 --data_dir "$DATA_DIR" "${MNIST_ARGS[@]}"
+
+"$PYTHON" benchmarks/speed.py --device cuda --data_dir "$DATA_DIR" --json "$OUT/speed_fp32.json" \
+  --readme README.md --section speed_gpu | tee "$OUT/speed_fp32.txt"
+"$PYTHON" benchmarks/speed.py --device cuda --data_dir "$DATA_DIR" --amp --json "$OUT/speed_amp.json" \
+  | tee "$OUT/speed_amp.txt"
+"$PYTHON" benchmarks/speed.py --device cuda --data_dir "$DATA_DIR" --compile --json "$OUT/speed_compile.json" \
+  | tee "$OUT/speed_compile.txt"
+
+COMMON=(--color_var 0.020 --max_step "$EPOCHS" --data_dir "$DATA_DIR" --save_dir "$OUT/runs" --device cuda
+        --random_seed 1 --no_progress)
+"$PYTHON" train.py -e baseline "${COMMON[@]}" --method baseline --lr 0.01
+"$PYTHON" train.py -e gray "${COMMON[@]}" --method gray --lr 0.01
+for m in lnl blindeye; do
+  "$PYTHON" train.py -e "$m" "${COMMON[@]}" --method "$m" --lr 0.001 \
+    --use_pretrain --checkpoint "$OUT/runs/baseline/checkpoint_last.pth"
+done
+for m in baseline gray lnl blindeye; do
+  "$PYTHON" test.py -e "$m" --data_dir "$DATA_DIR" --save_dir "$OUT/runs" --device cuda
+done
+"$PYTHON" - "$OUT/runs" <<'PY' | tee "$OUT/short_runs.txt"
+import json, os, sys
+root = sys.argv[1]
+print(f'{"method":10} {"epochs":>6} {"s/epoch":>8} {"test_acc":>9}')
+for m in ('baseline', 'gray', 'lnl', 'blindeye'):
+    recs = [json.loads(l) for l in open(os.path.join(root, m, 'results.jsonl')) if l.strip()]
+    times = [r['epoch_time_s'] for r in recs if 'epoch_time_s' in r]
+    test = [r['test_acc'] for r in recs if 'test_acc' in r]
+    print(f'{m:10} {len(times):6d} {sum(times) / len(times):8.2f} {test[-1]:9.4f}')
+PY
