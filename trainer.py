@@ -244,6 +244,9 @@ def build_method(opt, device):
 # Evaluation
 # --------------------------------------------------------------------------------------------------
 
+DRY_RUN_EVAL = 256  # samples evaluated per epoch with --dry_run
+
+
 @torch.no_grad()
 def evaluate(net, split, h=None, batch_size=1000, num_classes=10, mean_index=None):
     """Accuracy of f∘g on ``split`` and, with ``h``, h's colour-bin accuracy. Pure: no loading, no exit.
@@ -551,15 +554,21 @@ class Trainer:
                                     'Lower --lr, --lambda or --mu and resume or restart')
 
     def evaluate_epoch(self):
+        """Validation and test-monitoring metrics of one epoch; with --dry_run on the first
+        ``DRY_RUN_EVAL`` samples only (a smoke run checks the path, not the number)."""
         m, out = self.method, {}
         h = m.h if m.uses_h else None
+        n = DRY_RUN_EVAL if self.opt.dry_run else None
         if 'val' in self.splits:
-            res = evaluate(m.net, self.splits['val'], h, num_classes=self.opt.n_class)
+            val = self.splits['val']
+            res = evaluate(m.net, val.subset(n) if n else val, h, num_classes=self.opt.n_class)
             out['val_acc'] = res['acc']
         if self.opt.monitor_test:
             # monitoring only (the curve in the README); nothing is selected on it
-            res = evaluate(m.net, self.splits['test'], h, num_classes=self.opt.n_class,
-                           mean_index=self.test_mean_index)
+            test, mean_index = self.splits['test'], self.test_mean_index
+            if n:
+                test, mean_index = test.subset(n), mean_index[:n]
+            res = evaluate(m.net, test, h, num_classes=self.opt.n_class, mean_index=mean_index)
             out['monitor_test_acc'] = res['acc']
             out['monitor_conflicting_acc'] = res['conflicting_acc']
             if h is not None:
