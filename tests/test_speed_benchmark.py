@@ -80,3 +80,34 @@ def test_ours_blocks_walk_whole_epochs():
     assert torch.equal(first.sort().values, torch.arange(n))
     assert torch.equal(second.sort().values, torch.arange(n))
     assert not torch.equal(first, second)
+
+
+def test_authors_lnl_step_updates_as_the_project_lnl_does():
+    """The reference's LNL step (the authors' formulation, with its extra work) and the project's LNL
+    start from the same weights and end two updates later at the same weights, to rounding."""
+    images, labels = speed.synthetic_colored_mnist(64, seed=5)
+    split = make_split(images, labels)
+    batch = (split.images, split.colors, split.labels)
+    _, ours = speed.build('lnl', torch.device('cpu'), speed.parse_args(['--no_channels_last']))
+    _, ref = speed.build('lnl', torch.device('cpu'), speed.parse_args([]), reference=True)
+    assert isinstance(ref, speed.AuthorsLNLStep) and not isinstance(ours, speed.AuthorsLNLStep)
+    for m in (ours, ref.lnl):  # large enough that every term of the objective shows in the weights
+        m.opt.lambda_, m.opt.mu = 1.0, 0.5
+        for o in m.optimizers.values():
+            for group in o.param_groups:
+                group['lr'] = 0.05
+    before = [p.detach().clone() for p in ours.net.parameters()]
+    for p, q in zip(ours.net.parameters(), ref.lnl.net.parameters()):
+        assert torch.equal(p, q)
+    ours.train(True)
+    ref.train(True)
+    for _ in range(2):
+        out_ours = ours.update(*batch)
+        out_ref = ref.update(*batch)
+        assert torch.allclose(out_ours['loss_mi'], out_ref['loss_mi'], atol=1e-6)
+        assert torch.allclose(out_ours['loss_color'], out_ref['loss_color'], atol=1e-6)
+    for module in ('net', 'h'):
+        pairs = list(zip(getattr(ours, module).state_dict().items(), getattr(ref.lnl, module).state_dict().items()))
+        for (name, a), (_, b) in pairs:
+            assert torch.allclose(a.float(), b.float(), atol=1e-6, rtol=1e-5), f'{module}.{name}'
+    assert any(not torch.equal(a, b) for a, b in zip(before, ours.net.parameters()))
