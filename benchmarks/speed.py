@@ -408,8 +408,8 @@ def build_parser():
     p.add_argument('--quick', action='store_true', help='fewer rounds and iterations (a couple of minutes on a CPU)')
     p.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
     p.add_argument('--iters', type=int, default=None,
-                   help='timed iterations per pipeline and method, over all rounds (default 60, --quick 36)')
-    p.add_argument('--rounds', type=int, default=None, help='interleaved rounds (default 10, --quick 6)')
+                   help='timed iterations per pipeline and method, over all rounds (default 120, --quick 60)')
+    p.add_argument('--rounds', type=int, default=None, help='interleaved rounds (default 20, --quick 10)')
     p.add_argument('--warmup', type=int, default=None,
                    help='untimed iterations per pipeline and method first (default 5, --quick 3)')
     p.add_argument('--methods', nargs='+', choices=METHOD_NAMES, default=list(METHOD_NAMES))
@@ -435,7 +435,7 @@ def build_parser():
 
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
-    defaults = (36, 6, 3) if args.quick else (60, 10, 5)
+    defaults = (60, 10, 3) if args.quick else (120, 20, 5)
     args.iters = defaults[0] if args.iters is None else args.iters
     args.rounds = defaults[1] if args.rounds is None else args.rounds
     args.warmup = defaults[2] if args.warmup is None else args.warmup
