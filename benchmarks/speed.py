@@ -166,7 +166,7 @@ class AuthorsLNLStep:
         (loss_cls + opt.lambda_ * loss_mi).backward()
         m.optimizers['net'].step()
         m.zero_grad()
-        feat, logits = m.net(images)
+        feat, _ = m.net(images)  # the authors' step 2 runs g as well; its logits go unused
         loss_color = color_loss(m.h(T.grad_reverse(feat, opt.mu)), colors)
         loss_color.backward()
         m.optimizers['net'].step()
