@@ -468,7 +468,8 @@ def plot_curves(runs, path):
 
 def plot_confusion(runs, color_var, path):
     """The ten mean colours, then Baseline's and LNL's confusion matrices at one sigma^2 (first seed)."""
-    from dataset.colored_mnist import COLOR_NAMES, MEAN_COLORS
+    import numpy as np
+    from dataset.colored_mnist import MEAN_COLORS, PALETTE_NAMES, palette_of
     cv = var_key(color_var)
     chosen = {}
     for m in ('baseline', 'lnl'):
@@ -479,18 +480,24 @@ def plot_confusion(runs, color_var, path):
     if not chosen:
         raise UserError(f'--confusion {cv}: no Baseline or LNL run at sigma^2={cv} has a test record '
                         f'with a confusion matrix')
+    # the class colours of the data the runs were tested on (records from before files recorded them: the default)
+    recorded = next((r['test']['mean_colors'] for r in chosen.values() if r['test'].get('mean_colors')), None)
+    mean_colors = np.asarray(recorded, dtype=np.uint8) if recorded is not None else MEAN_COLORS
+    palette = palette_of(mean_colors)
+    names = PALETTE_NAMES[palette] if palette else [''] * len(mean_colors)
     plt = pyplot()
-    colors = MEAN_COLORS / 255.0
+    colors = mean_colors / 255.0
     fig = plt.figure(figsize=(10, 6.2))
     grid = fig.add_gridspec(2, 2, height_ratios=(1, 5.5))
     strip = fig.add_subplot(grid[0, :])
-    strip.imshow(MEAN_COLORS[None], aspect='auto', extent=(-0.5, len(colors) - 0.5, 0, 1))
-    for k, name in enumerate(COLOR_NAMES):
-        strip.text(k, -0.15, f'{k}: {name}', ha='center', va='top', fontsize=7)
+    strip.imshow(mean_colors[None], aspect='auto', extent=(-0.5, len(colors) - 0.5, 0, 1))
+    for k, name in enumerate(names):
+        strip.text(k, -0.15, f'{k}: {name}' if name else str(k), ha='center', va='top', fontsize=7)
     strip.set_xlim(-0.5, len(colors) - 0.5)
     strip.set_ylim(-0.6, 1)
     strip.axis('off')
-    strip.set_title('Mean colour of each digit class in the training set', fontsize=10)
+    strip.set_title('Mean colour of each digit class in the training set'
+                    + (f' ({palette} palette)' if palette else ''), fontsize=10)
     for col, m in enumerate(('baseline', 'lnl')):
         ax = fig.add_subplot(grid[1, col])
         run = chosen.get(m)

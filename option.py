@@ -7,6 +7,7 @@ of the methods is an option with the authors' value as default.
 import argparse
 import math
 
+from dataset.colored_mnist import DEFAULT_PALETTE, PALETTES
 from trainer import METHODS
 
 
@@ -44,6 +45,10 @@ def build_parser(description='Learning Not to Learn on Colored-MNIST'):
     d.add_argument('--data_dir', default='./data', help='folder of mnist_10color_jitter_var_*.npy files')
     d.add_argument('--no_generate', action='store_true', help='fail instead of generating a missing data file')
     d.add_argument('--mnist_dir', default=None, help='raw MNIST IDX files to generate from (else cache/pip/torchvision)')
+    d.add_argument('--palette', choices=sorted(PALETTES), default=DEFAULT_PALETTE,
+                   help='mean colours of a generated file: released (those of the authors\' released files) or '
+                        'supplementary_names (the RGB values of the colour names in the paper\'s supplementary '
+                        'material; file name ends in _supplementary_names)')
     d.add_argument('--data_seed', type=int, default=None,
                    help='seed of a generated data file (default: the generator\'s fixed seed)')
     d.add_argument('--val_size', type=nonneg_int, default=0,

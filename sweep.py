@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+from dataset.colored_mnist import PALETTES
 from utils import UserError, run_main
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -43,7 +44,7 @@ def make_specs(args):
                     lr = args.unlearn_lr if m in PRETRAINED else args.baseline_lr
                     train = ['-e', name, '--method', m, '--color_var', f'{cv:.3f}', '--random_seed', str(seed),
                              '--lr', str(lr), '--save_dir', args.out, '--data_dir', args.data_dir,
-                             '--no_progress']
+                             '--no_progress', '--palette', args.palette]
                     if m in PRETRAINED:
                         base = os.path.join(args.out, run_name('baseline', cv, seed), 'checkpoint_last.pth')
                         train += ['--use_pretrain', '--checkpoint', base]
@@ -189,6 +190,8 @@ def build_parser():
     p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3])
     p.add_argument('--out', required=True, help='folder of the run folders')
     p.add_argument('--data_dir', default='./data', help='folder of the data files (generated when missing)')
+    p.add_argument('--palette', default='released', choices=sorted(PALETTES),
+                   help='mean colours of the data (see python -m dataset.colored_mnist --help)')
     p.add_argument('--launcher', choices=['local', 'multi_gpu', 'slurm', 'submitit_local'], default='local')
     p.add_argument('--baseline_lr', type=float, default=0.01, help='lr of baseline and gray runs')
     p.add_argument('--unlearn_lr', type=float, default=0.001, help='lr of lnl and blindeye runs (from the baseline)')
@@ -231,7 +234,7 @@ def main(argv=None):
     # Generate the data once, before runs start in parallel and race to write the same file.
     from dataset import colored_mnist
     for cv in args.color_vars:
-        colored_mnist.ensure(args.data_dir, cv)
+        colored_mnist.ensure(args.data_dir, cv, palette=args.palette)
     phases = [[s for s in specs if s['phase'] == p] for p in (0, 1)]
     from tqdm import tqdm
     t0 = time.time()

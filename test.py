@@ -60,14 +60,14 @@ def rebuild(ckpt, path, device):
     return net.to(device).eval(), h, n_class
 
 
-def confusion_png(confusion, path, title):
+def confusion_png(confusion, path, title, mean_colors=colored_mnist.MEAN_COLORS):
     """Row-normalised confusion matrix, each digit's mean colour drawn along both axes."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from plots import draw_confusion
     fig, ax = plt.subplots(figsize=(5.2, 5))
-    draw_confusion(ax, confusion, title, colored_mnist.MEAN_COLORS / 255.0)
+    draw_confusion(ax, confusion, title, np.asarray(mean_colors) / 255.0)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format='png', dpi=120)
@@ -104,11 +104,13 @@ def run(args):
     color_var = args.color_var or opts.get('color_var')
     if color_var is None:
         raise UserError(f'{path} does not record its colour variance: give --color_var')
-    data_path = colored_mnist.ensure(args.data_dir, color_var, generate_missing=not args.no_generate)
+    palette = opts.get('palette', colored_mnist.DEFAULT_PALETTE)
+    data_path = colored_mnist.ensure(args.data_dir, color_var, generate_missing=not args.no_generate,
+                                     palette=palette)
 
     net, h, n_class = rebuild(ckpt, path, device)
     splits = load_splits(data_path, gray=T.METHODS[method].gray, color_var=color_var,
-                         which=('train', 'test') if args.probe else ('test',))
+                         which=('train', 'test') if args.probe else ('test',), palette=palette, log=print)
     test = splits['test'].to(device)
     res = T.evaluate(net, test, h, batch_size=args.batch_size, num_classes=n_class,
                      mean_index=splits['test'].mean_index)
@@ -116,7 +118,8 @@ def run(args):
                'conflicting_acc': res['conflicting_acc'], 'aligned_fraction': res['aligned_fraction'],
                'per_class_acc': res['per_class_acc'], 'confusion': res['confusion'],
                'method': method, 'color_var': color_var, 'checkpoint': os.path.abspath(path),
-               'epoch': ckpt.get('epoch', ckpt.get('step')), 'gray_input': T.METHODS[method].gray}
+               'epoch': ckpt.get('epoch', ckpt.get('step')), 'gray_input': T.METHODS[method].gray,
+               'mean_colors': splits['test'].mean_colors.tolist(), 'data_file': os.path.abspath(data_path)}
     if 'color_acc' in res:
         metrics['color_acc'] = res['color_acc']
     if args.probe:
@@ -126,7 +129,8 @@ def run(args):
                                                          feat_ch=net.conv2.out_channels)
     os.makedirs(run_dir, exist_ok=True)
     png = confusion_png(res['confusion'], os.path.join(run_dir, f'confusion_{args.tag}.png'),
-                        f'{method}, sigma^2={color_var:.3f}: test acc {res["acc"]:.4f}')
+                        f'{method}, sigma^2={color_var:.3f}: test acc {res["acc"]:.4f}',
+                        splits['test'].mean_colors)
     metrics['confusion_png'] = png
     append_line(os.path.join(run_dir, 'results.jsonl'), json.dumps(metrics))
     try:

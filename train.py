@@ -20,7 +20,7 @@ def prepare_data(opt):
     """The path of the variance's data file, generated first when it is missing (unless --no_generate)."""
     seed = colored_mnist.DEFAULT_SEED if opt.data_seed is None else opt.data_seed
     return colored_mnist.ensure(opt.data_dir, opt.color_var, generate_missing=not opt.no_generate,
-                                mnist_dir=opt.mnist_dir, seed=seed)
+                                mnist_dir=opt.mnist_dir, seed=seed, palette=opt.palette)
 
 
 def main(argv=None):
@@ -53,8 +53,9 @@ def main(argv=None):
     path = prepare_data(opt)
     T.seed_everything(opt.random_seed)
     method_cls = T.METHODS[opt.method]
+    notes = []
     splits = load_splits(path, gray=method_cls.gray, val_size=opt.val_size, seed=opt.random_seed,
-                         color_var=opt.color_var)
+                         color_var=opt.color_var, palette=opt.palette, log=notes.append)
     splits = {k: v.to(device, channels_last=opt.channels_last) for k, v in splits.items()}
 
     os.makedirs(run_dir, exist_ok=True)
@@ -66,6 +67,8 @@ def main(argv=None):
     if resume is None and os.path.exists(os.path.join(run_dir, 'results.jsonl')):
         os.remove(os.path.join(run_dir, 'results.jsonl'))  # a fresh start replaces the old records
     logger = T.setup_logger(run_dir)
+    for note in notes:
+        logger.info(note)
     T.write_options(run_dir, opt)
     from tensorboardX import SummaryWriter
     writer = SummaryWriter(logdir=run_dir)

@@ -392,7 +392,7 @@ def newest_checkpoint(run_dir):
 # Options that define what a run computes: resuming with other values would mix two runs.
 RUN_DEFINING = ('method', 'color_var', 'lambda_', 'mu', 'alpha', 'batch_size', 'num_bins', 'feat_ch',
                 'n_class', 'val_size', 'random_seed', 'momentum', 'weight_decay', 'lr', 'lr_decay_rate',
-                'lr_decay_period', 'data_seed')
+                'lr_decay_period', 'data_seed', 'palette')
 
 
 def check_resume_options(ckpt_opts, opt, path):

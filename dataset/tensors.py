@@ -4,7 +4,7 @@ The authors' loader turned every sample into a PIL image on every epoch (ToTenso
 nearest-neighbour resize for the colour target). The same values are computed here once, for the
 whole split, and batches are drawn by index.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -58,6 +58,8 @@ class Split:
     labels: torch.Tensor
     colors: torch.Tensor
     raw: np.ndarray
+    # (10, 3) uint8: the class mean colours of the file
+    mean_colors: np.ndarray = field(default_factory=lambda: colored_mnist.MEAN_COLORS.copy())
 
     def __len__(self):
         return len(self.labels)
@@ -65,37 +67,39 @@ class Split:
     @cached_property
     def mean_index(self):
         """(N,) index of the mean colour nearest to each image's stroke colour (see :func:`nearest_mean_color`)."""
-        return nearest_mean_color(self.raw)
+        return nearest_mean_color(self.raw, self.mean_colors)
 
     def to(self, device, channels_last=False):
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         return Split(self.images.to(device, memory_format=fmt), self.labels.to(device),
-                     self.colors.to(device), self.raw)
+                     self.colors.to(device), self.raw, self.mean_colors)
 
     def subset(self, n):
         """The first ``n`` samples (for quick runs and tests)."""
-        return Split(self.images[:n], self.labels[:n], self.colors[:n], self.raw[:n])
+        return Split(self.images[:n], self.labels[:n], self.colors[:n], self.raw[:n], self.mean_colors)
 
     def num_batches(self, batch_size):
         return (len(self) + batch_size - 1) // batch_size
 
 
-def make_split(images_uint8, labels, gray=False, bin_width=BIN_WIDTH):
+def make_split(images_uint8, labels, gray=False, bin_width=BIN_WIDTH, mean_colors=colored_mnist.MEAN_COLORS):
     """Build a :class:`Split`. With ``gray`` the images are the luminance view (the Gray method);
     the colour target always comes from the coloured images, so h still has a colour to predict."""
     view = to_gray(images_uint8) if gray else images_uint8
     return Split(images=normalize(view), labels=torch.as_tensor(labels.astype(np.int64)),
-                 colors=color_target(images_uint8, bin_width), raw=images_uint8)
+                 colors=color_target(images_uint8, bin_width), raw=images_uint8, mean_colors=mean_colors)
 
 
 def load_splits(path, gray=False, val_size=0, seed=0, bin_width=BIN_WIDTH, color_var=None,
-                which=('train', 'test')):
+                which=('train', 'test'), palette=colored_mnist.DEFAULT_PALETTE, log=None):
     """Read one Colored-MNIST file and return ``{'train', 'test'[, 'val']}`` as :class:`Split`.
 
-    ``which`` names the splits to build (the others are not computed). ``val_size`` > 0 holds out that many random training images (seeded) for model selection;
-    the test set is never used for it.
+    ``which`` names the splits to build (the others are not computed). ``val_size`` > 0 holds out that many
+    random training images (seeded) for model selection; the test set is never used for it. The class mean
+    colours come from the file (``palette`` for a file that does not record them, said through ``log``).
     """
     data = colored_mnist.load(path, color_var=color_var)
+    mean_colors = colored_mnist.mean_colors_of(data, path, palette, log=log, color_var=color_var)
     train_img, train_lab = data['train_image'], data['train_label']
     splits = {}
     if val_size and 'train' in which:
@@ -104,16 +108,16 @@ def load_splits(path, gray=False, val_size=0, seed=0, bin_width=BIN_WIDTH, color
             raise UserError(f'--val_size must be between 1 and {len(train_lab) - 1}, got {val_size}')
         perm = np.random.default_rng(seed).permutation(len(train_lab))
         val_idx, train_idx = np.sort(perm[:val_size]), np.sort(perm[val_size:])
-        splits['val'] = make_split(train_img[val_idx], train_lab[val_idx], gray, bin_width)
+        splits['val'] = make_split(train_img[val_idx], train_lab[val_idx], gray, bin_width, mean_colors)
         train_img, train_lab = train_img[train_idx], train_lab[train_idx]
     if 'train' in which:
-        splits['train'] = make_split(train_img, train_lab, gray, bin_width)
+        splits['train'] = make_split(train_img, train_lab, gray, bin_width, mean_colors)
     if 'test' in which:
-        splits['test'] = make_split(data['test_image'], data['test_label'], gray, bin_width)
+        splits['test'] = make_split(data['test_image'], data['test_label'], gray, bin_width, mean_colors)
     return splits
 
 
-def nearest_mean_color(images_uint8_nhwc):
+def nearest_mean_color(images_uint8_nhwc, mean_colors=colored_mnist.MEAN_COLORS):
     """Index (0..9) of the mean colour nearest to each image's stroke colour (N,).
 
     The authors' files do not record which mean colour a test image was drawn around, so a digit
@@ -126,5 +130,5 @@ def nearest_mean_color(images_uint8_nhwc):
     lit = flat.max(axis=2) > 0
     count = np.maximum(lit.sum(axis=1, keepdims=True), 1)
     color = (flat * lit[..., None]).sum(axis=1) / count
-    d = ((color[:, None, :] - colored_mnist.MEAN_COLORS[None].astype(np.float32)) ** 2).sum(-1)
+    d = ((color[:, None, :] - np.asarray(mean_colors, dtype=np.float32)[None]) ** 2).sum(-1)
     return d.argmin(axis=1)

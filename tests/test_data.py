@@ -55,15 +55,70 @@ def test_protocol_statistics_on_real_mnist(real_020):
     assert (data['test_gray'] == mnist['test_images']).all()
     assert (data['train_label'] == mnist['train_labels']).all()
 
-    cols = stroke_colors(data['train_image'], mnist['train_images']).astype(np.float64) / 255
-    std = math.sqrt(0.020)
+    cols = stroke_colors(data['train_image'], mnist['train_images']).astype(np.float64)
+    std = math.sqrt(0.020) * 255
     for k in range(10):
         c = cols[data['train_label'] == k]
         for ch in range(3):
-            m, s = truncated_normal_moments(colored_mnist.MEAN_COLORS[k, ch] / 255, std, 0.5 / 255, 254.5 / 255)
-            tol = 4 * s / math.sqrt(len(c)) + 1.5 / 255
-            assert abs(c[:, ch].mean() - m) < tol, (k, ch, c[:, ch].mean(), m)
-            assert abs(c[:, ch].std() - s) < 0.1 * s, (k, ch, c[:, ch].std(), s)
+            m, s = floored_truncated_moments(colored_mnist.MEAN_COLORS[k, ch], std)
+            # stratified draws: the class's empirical moments are those of the distribution, to a small
+            # fraction of the ~0.5-unit standard error that independent draws would leave
+            assert abs(c[:, ch].mean() - m) < 0.05, (k, ch, c[:, ch].mean(), m)
+            assert abs(c[:, ch].std() - s) < 0.01 * s, (k, ch, c[:, ch].std(), s)
+
+
+def floored_truncated_moments(mean, std, low=colored_mnist.LOW, high=colored_mnist.HIGH):
+    """Mean and std of floor(X), X ~ N(mean, std^2) (0..255 scale) truncated to [low, high + 1)."""
+    edges = np.arange(low, high + 2, dtype=np.float64)
+    cdf = np.array([_Phi((e - mean) / std) for e in edges])
+    p = np.diff(cdf) / (cdf[-1] - cdf[0])
+    k = edges[:-1]
+    m = (p * k).sum()
+    return m, math.sqrt((p * (k - m) ** 2).sum())
+
+
+def test_default_palette_reproduces_the_released_statistics(real_020):
+    # The released file's per-class statistics (its own estimator), full 60,000-image training split:
+    # class means within +-1.0 unit (about two standard errors of the released file's sampling noise,
+    # ~0.46 for 6,000 images with sigma = 36 units) and variances within +-0.002.
+    from dataset import color_stats
+    _, data = real_020
+    result = color_stats.compare(data['train_image'], data['train_label'])
+    assert abs(result['worst_mean'][2]) <= 1.0, result['worst_mean']
+    assert abs(result['worst_var'][2]) <= 0.002, result['worst_var']
+    assert color_stats.within_tolerance(result)
+
+
+def test_supplementary_palette_does_not_reproduce_the_released_statistics(real_mnist):
+    from dataset import color_stats
+    data = colored_mnist.generate(real_mnist, 0.020, palette='supplementary_names')
+    assert (data['mean_colors'] == colored_mnist.PALETTES['supplementary_names']).all()
+    result = color_stats.compare(data['train_image'], data['train_label'])
+    assert not color_stats.within_tolerance(result)
+    k, ch, diff = result['worst_mean']
+    assert abs(diff) > 10 and k in (0, 2, 3, 4, 7), result['worst_mean']
+
+
+def test_stats_estimator_borrows_from_the_next_channel():
+    from dataset import color_stats
+    img = np.zeros((2, 28, 28, 3), dtype=np.uint8)
+    img[0, 5, 5:9] = (128, 2, 60)     # G at or below 2 is skipped: (R, B, R of the next pixel)
+    img[1, 3, 3:9] = (10, 20, 30)
+    est = color_stats.first_three_bright(img)
+    assert est.tolist() == [[128, 60, 128], [10, 20, 30]]
+
+
+def test_check_flag_prints_the_worst_cell(tmp_path, real_020):
+    _, data = real_020
+    path = tmp_path / 'mnist_10color_jitter_var_0.020.npy'
+    colored_mnist.save(data, str(path))
+    proc = run_py(['-m', 'dataset.colored_mnist', '--check', path])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert 'worst mean: digit' in proc.stdout and 'within tolerance' in proc.stdout
+    bad = dict(data, train_image=np.where(data['train_image'] > 0, data['train_image'] // 2 + 1, 0).astype(np.uint8))
+    colored_mnist.save(bad, str(path))
+    proc = run_py(['-m', 'dataset.colored_mnist', '--check', path])
+    assert proc.returncode == 1 and 'OUT OF TOLERANCE' in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_test_colour_is_independent_of_label(real_020):
@@ -105,7 +160,7 @@ def test_authors_loading_idiom_round_trip(small_data_dir):
     path = colored_mnist.file_path(str(small_data_dir), SMALL_VAR)
     assert os.path.basename(path) == 'mnist_10color_jitter_var_0.020.npy'
     d = np.load(path, encoding='latin1', allow_pickle=True).item()
-    assert sorted(d) == sorted(['train_image', 'train_label', 'test_image', 'test_label', 'test_gray'])
+    assert sorted(d) == sorted(['train_image', 'train_label', 'test_image', 'test_label', 'test_gray', 'mean_colors'])
     assert d['train_image'].dtype == np.uint8 and d['train_image'].shape[1:] == (28, 28, 3)
     assert d['test_image'].dtype == np.uint8 and d['test_image'].shape[1:] == (28, 28, 3)
     assert d['test_gray'].dtype == np.uint8 and d['test_gray'].shape[1:] == (28, 28)
@@ -293,3 +348,58 @@ def test_generator_cli(tmp_path):
 def test_generator_cli_rejects_bad_variance(tmp_path):
     proc = run_py(['-m', 'dataset.colored_mnist', '--color_var', '-0.1', '--data_dir', tmp_path])
     assert proc.returncode == 2 and 'must be a positive number' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_the_palette_travels_with_the_file(tmp_path):
+    data = colored_mnist.generate(fake_mnist(64, 32), 0.05, seed=1, palette='supplementary_names')
+    path = str(tmp_path / colored_mnist.file_name(0.05, 'supplementary_names'))
+    assert path.endswith('mnist_10color_jitter_var_0.050_supplementary_names.npy')
+    colored_mnist.save(data, path)
+    # the authors' loader reads the file as before; the extra key is one more array in the dict
+    authors = np.load(path, encoding='latin1', allow_pickle=True).item()
+    assert authors['train_image'].shape == (64, 28, 28, 3) and authors['mean_colors'].shape == (10, 3)
+    splits = load_splits(path, palette='supplementary_names')
+    assert (splits['test'].mean_colors == colored_mnist.PALETTES['supplementary_names']).all()
+    # the aligned/conflicting split measures nearness to the file's own colours
+    expect = nearest_mean_color(data['test_image'], colored_mnist.PALETTES['supplementary_names'])
+    assert (splits['test'].mean_index == expect).all()
+    with pytest.raises(UserError, match='supplementary_names palette'):
+        load_splits(path)  # asks for the released palette
+
+
+def test_a_file_without_mean_colors_is_read_as_the_released_palette(tmp_path):
+    data = colored_mnist.generate(fake_mnist(64, 32), 0.05, seed=1)
+    del data['mean_colors']
+    path = str(tmp_path / colored_mnist.file_name(0.05))
+    colored_mnist.save(data, path)
+    notes = []
+    splits = load_splits(path, log=notes.append)
+    assert (splits['train'].mean_colors == colored_mnist.PALETTES['released']).all()
+    assert len(notes) == 1 and 'does not record its mean colours' in notes[0] and 'released' in notes[0]
+
+
+def test_sampling_is_floor_of_a_truncated_normal():
+    rng = np.random.default_rng(0)
+    idx = np.zeros(20000, dtype=int)
+    one = np.array([[0, 128, 255]] + [[0, 0, 0]] * 9, dtype=np.uint8)
+    cols = colored_mnist.sample_colors(idx, 0.02, rng, one).astype(np.float64)
+    assert cols.min() >= 1 and cols.max() <= 254
+    for ch in range(3):
+        m, s = floored_truncated_moments(one[0, ch], math.sqrt(0.02) * 255)
+        assert abs(cols[:, ch].mean() - m) < 0.05 and abs(cols[:, ch].std() - s) < 0.01 * s
+    # rounding instead of flooring would put the interior mean 0.5 higher
+    assert abs(cols[:, 1].mean() - 127.5) < 0.1
+
+
+def test_a_keyless_file_is_matched_by_its_colours(tmp_path):
+    # an old file of this project (supplementary colours, no key) is not mistaken for the default data
+    old = colored_mnist.generate(fake_mnist(400, 32), 0.02, seed=1, palette='supplementary_names')
+    del old['mean_colors']
+    path = str(tmp_path / colored_mnist.file_name(0.02))
+    colored_mnist.save(old, path)
+    with pytest.raises(UserError, match='supplementary_names palette.*--palette released'):
+        load_splits(path, color_var=0.02)
+    notes = []
+    splits = load_splits(path, color_var=0.02, palette='supplementary_names', log=notes.append)
+    assert (splits['train'].mean_colors == colored_mnist.PALETTES['supplementary_names']).all()
+    assert len(notes) == 1 and 'match the supplementary_names palette' in notes[0]
