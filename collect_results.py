@@ -90,6 +90,21 @@ def read_records(path):
     return records
 
 
+NUMERIC = ('test_acc', 'monitor_test_acc', 'aligned_acc', 'conflicting_acc', 'probe_color_acc', 'color_acc')
+
+
+def check_numbers(records, path):
+    """``UserError`` naming the file when a record holds a non-number where a number belongs."""
+    for rec in records:
+        for key in NUMERIC:
+            value = rec.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UserError(f'{path}: a record has {key} = {value!r}, not a number; '
+                                'fix or delete that line (each line is one JSON record)')
+
+
 def read_options(path):
     try:
         with open(path, encoding='utf-8') as fh:
@@ -119,6 +134,7 @@ def load_runs(root):
             continue
         opts = read_options(os.path.join(folder, 'options.json'))
         records = read_records(os.path.join(folder, 'results.jsonl'))
+        check_numbers(records, os.path.join(folder, 'results.jsonl'))
         tests = [r for r in records if 'test_acc' in r]
         test = tests[-1] if tests else None
         epochs = {}

@@ -7,7 +7,7 @@ of the methods is an option with the authors' value as default.
 import argparse
 import math
 
-from dataset.colored_mnist import DEFAULT_PALETTE, PALETTES
+from dataset.colored_mnist import DEFAULT_PALETTE, PALETTES, color_variance
 from trainer import METHODS
 
 
@@ -41,7 +41,8 @@ def build_parser(description='Learning Not to Learn on Colored-MNIST'):
     p.add_argument('--train_baseline', action='store_true', help='the authors\' flag: same as --method baseline')
 
     d = p.add_argument_group('data')
-    d.add_argument('--color_var', type=positive_float, default=0.020, help='colour variance sigma^2 of the data')
+    d.add_argument('--color_var', type=color_variance, default=0.020,
+                   help='colour variance sigma^2 of the data (at most three decimals, as in the file name)')
     d.add_argument('--data_dir', default='./data', help='folder of mnist_10color_jitter_var_*.npy files')
     d.add_argument('--no_generate', action='store_true', help='fail instead of generating a missing data file')
     d.add_argument('--mnist_dir', default=None, help='raw MNIST IDX files to generate from (else cache/pip/torchvision)')
@@ -73,8 +74,14 @@ def build_parser(description='Learning Not to Learn on Colored-MNIST'):
     r = p.add_argument_group('run')
     r.add_argument('--checkpoint', default=None, help='checkpoint to start from (with --use_pretrain) or to evaluate')
     r.add_argument('--use_pretrain', action='store_true', help='initialise f and g from --checkpoint (h starts fresh)')
+    r.add_argument('--trust_checkpoint', action='store_true',
+                   help='load a --checkpoint that holds more than tensors and plain values with full unpickling '
+                        '(runs any code in the file: only for files you trust)')
     r.add_argument('--resume', nargs='?', const='auto', default=None,
                    help='continue a run: a checkpoint path, or no value for the newest one in the run folder')
+    r.add_argument('--overwrite', action='store_true',
+                   help='start afresh in a run folder that already holds a run (its records and checkpoints '
+                        'are deleted)')
     r.add_argument('--save_dir', default='./runs', help='parent folder of run folders')
     r.add_argument('--log_step', type=positive_int, default=50, help='print the running losses every this many batches')
     r.add_argument('--save_step', type=positive_int, default=10, help='keep a checkpoint every this many epochs')

@@ -14,12 +14,14 @@ test.py (``--probe`` for baseline and LNL: the bias-leakage probe). Arguments af
 import argparse
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import time
 
-from dataset.colored_mnist import PALETTES
-from utils import UserError, run_main
+from dataset.colored_mnist import PALETTES, color_variance
+from utils import RunLock, UserError, run_main
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRETRAINED = ('lnl', 'blindeye')      # start from the baseline of the same sigma^2 and seed
@@ -72,8 +74,11 @@ def has_test_record(run_dir):
 
 
 def status(spec):
-    """'done', 'partial' (checkpoints but no done marker) or 'new'."""
+    """'running' (another process trains in the folder), 'done', 'trained' (no test record yet),
+    'partial' (checkpoints but no done marker) or 'new'."""
     run_dir = spec['run_dir']
+    if RunLock.holder(run_dir) is not None:
+        return 'running'
     if os.path.exists(os.path.join(run_dir, 'done')):
         return 'done' if has_test_record(run_dir) else 'trained'
     if os.path.isdir(run_dir) and any(f.startswith('checkpoint_') for f in os.listdir(run_dir)):
@@ -81,25 +86,55 @@ def status(spec):
     return 'new'
 
 
+# The training and test processes running now, and the signal that stops the sweep (None while it runs).
+CHILDREN = set()
+STOP = {'signal': None}
+
+
+def forward_signal(signum, frame):
+    """SIGINT/SIGTERM to the sweep: pass it to every running child (train.py saves a checkpoint and exits),
+    start nothing new, and exit once they have."""
+    STOP['signal'] = signum
+    for child in list(CHILDREN):
+        try:
+            child.send_signal(signum)
+        except OSError:
+            pass
+
+
 def execute(spec, env=None):
     """Train (or resume) and evaluate one run; returns its status. Runs in a subprocess so that one
     run's failure or memory does not affect the others; output goes to ``<run_dir>/sweep.log``."""
+    if STOP['signal'] is not None:
+        return 'not started (sweep interrupted)'
     state = status(spec)
     if state == 'done':
         return 'skipped'
+    if state == 'running':
+        return f'skipped (process {RunLock.holder(spec["run_dir"])} is training in {spec["run_dir"]})'
     os.makedirs(spec['run_dir'], exist_ok=True)
     log = os.path.join(spec['run_dir'], 'sweep.log')
     steps = []
     if state in ('new', 'partial'):
-        steps.append(['train.py'] + spec['train'] + (['--resume'] if state == 'partial' else []))
+        # a 'new' folder holds no checkpoint: whatever an earlier start left there is replaced
+        steps.append(['train.py'] + spec['train'] + (['--resume'] if state == 'partial' else ['--overwrite']))
     steps.append(['test.py'] + spec['test'])
     with open(log, 'a') as fh:
         for script, *rest in steps:
             cmd = [sys.executable, os.path.join(HERE, script)] + rest
-            fh.write(f'$ {" ".join(cmd)}\n')
+            fh.write(f'$ {shlex.join(cmd)}\n')
             fh.flush()
-            rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=HERE, env=env,
-                                 stdin=subprocess.DEVNULL)
+            child = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=HERE, env=env,
+                                     stdin=subprocess.DEVNULL)
+            CHILDREN.add(child)
+            try:
+                if STOP['signal'] is not None:  # the signal came between the check above and the start
+                    child.send_signal(STOP['signal'])
+                rc = child.wait()
+            finally:
+                CHILDREN.discard(child)
+            if STOP['signal'] is not None:
+                return f'interrupted ({script} exit {rc}; relaunch the sweep to resume)'
             if rc != 0:
                 return f'failed ({script} exit {rc}, see {log})'
     return 'finished'
@@ -184,7 +219,7 @@ def visible_gpus():
 def build_parser():
     p = argparse.ArgumentParser(description='Sweep colour variance x method x seed.',
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--color_vars', type=float, nargs='+', default=[0.020, 0.025, 0.030, 0.035, 0.040, 0.045, 0.050])
+    p.add_argument('--color_vars', type=color_variance, nargs='+', default=[0.020, 0.025, 0.030, 0.035, 0.040, 0.045, 0.050])
     p.add_argument('--methods', nargs='+', default=['baseline', 'lnl', 'blindeye', 'gray'],
                    choices=['baseline', 'lnl', 'blindeye', 'gray'])
     p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3])
@@ -238,6 +273,9 @@ def main(argv=None):
     phases = [[s for s in specs if s['phase'] == p] for p in (0, 1)]
     from tqdm import tqdm
     t0 = time.time()
+    if args.launcher in ('local', 'multi_gpu'):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, forward_signal)
     with tqdm(total=len(specs), desc='sweep', unit='run', dynamic_ncols=True) as bar:
         if args.launcher == 'local':
             results = launch_local(phases, bar)
@@ -248,6 +286,10 @@ def main(argv=None):
     failed = {k: v for k, v in results.items() if v.startswith('failed')}
     for name, res in results.items():
         print(f'{res:10s} {name}')
+    if STOP['signal'] is not None:
+        print(f'sweep interrupted by signal {STOP["signal"]}; the running runs saved their state: relaunch the '
+              'same command to resume', file=sys.stderr)
+        sys.exit(128 + STOP['signal'])
     print(f'{len(results)} runs in {time.time() - t0:.0f} s, {len(failed)} failed; '
           f'table: python collect_results.py {args.out}')
     if failed:

@@ -17,7 +17,7 @@ import torch
 from dataset import colored_mnist
 from dataset.tensors import load_splits, to_gray
 from models import ColorPredictor, ConvNet
-from option import positive_float
+from dataset.colored_mnist import color_variance
 from utils import UserError, append_line, atomic_path, run_main
 import trainer as T
 
@@ -28,7 +28,10 @@ def build_parser():
     p.add_argument('-e', '--exp_name', default=None,
                    help='run folder under --save_dir; its newest checkpoint is used when --checkpoint is not given')
     p.add_argument('--checkpoint', default=None, help='checkpoint file to evaluate (ours or the authors\')')
-    p.add_argument('--color_var', type=positive_float, default=None,
+    p.add_argument('--trust_checkpoint', action='store_true',
+                   help='load a --checkpoint that holds more than tensors and plain values with full unpickling '
+                        '(runs any code in the file: only for files you trust)')
+    p.add_argument('--color_var', type=color_variance, default=None,
                    help='colour variance of the test set (default: the one the checkpoint was trained on)')
     p.add_argument('--data_dir', default='./data', help='folder of the data files')
     p.add_argument('--save_dir', default='./runs', help='parent folder of run folders')
@@ -96,11 +99,15 @@ def run(args):
             raise UserError(f'no checkpoint in {run_dir}; train first (bash train.sh) or give --checkpoint')
         path, ckpt = found
     else:
-        ckpt = T.read_checkpoint(path)
+        ckpt = T.read_checkpoint(path, trust=args.trust_checkpoint)
     if run_dir is None:
         run_dir = os.path.dirname(os.path.abspath(path))
     opts = ckpt.get('options', {})
-    method = args.method or ckpt.get('config', {}).get('method') or opts.get('method') or 'baseline'
+    recorded = ckpt.get('config', {}).get('method') or opts.get('method')
+    if args.method and recorded and args.method != recorded:
+        raise UserError(f'{path} is a {recorded} checkpoint; --method {args.method} would evaluate it on the wrong '
+                        'view of the data (drop --method: the checkpoint records its own)')
+    method = args.method or recorded or 'baseline'
     color_var = args.color_var or opts.get('color_var')
     if color_var is None:
         raise UserError(f'{path} does not record its colour variance: give --color_var')
@@ -110,6 +117,7 @@ def run(args):
 
     net, h, n_class = rebuild(ckpt, path, device)
     splits = load_splits(data_path, gray=T.METHODS[method].gray, color_var=color_var,
+                         num_bins=ckpt.get('config', {}).get('num_bins') or 8,
                          which=('train', 'test') if args.probe else ('test',), palette=palette, log=print)
     test = splits['test'].to(device)
     res = T.evaluate(net, test, h, batch_size=args.batch_size, num_classes=n_class,

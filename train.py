@@ -5,6 +5,7 @@ A run is one folder ``<save_dir>/<exp_name>/`` with ``options.json``, ``train.lo
 """
 import glob
 import os
+import shlex
 import sys
 
 import torch
@@ -12,7 +13,7 @@ import torch
 from dataset import colored_mnist
 from dataset.tensors import load_splits
 from option import get_option
-from utils import UserError, atomic_write_text, run_main
+from utils import RunLock, UserError, atomic_write_text, run_main
 import trainer as T
 
 
@@ -23,49 +24,99 @@ def prepare_data(opt):
                                 mnist_dir=opt.mnist_dir, seed=seed, palette=opt.palette)
 
 
+RUN_FILES = ('results.jsonl', 'done', 'train.log', 'options.json')
+
+
+def previous_run(run_dir):
+    """The files of an earlier run in ``run_dir`` that a fresh start would replace."""
+    if not os.path.isdir(run_dir):
+        return []
+    found = [f for f in ('results.jsonl',) if os.path.exists(os.path.join(run_dir, f))]
+    return found + sorted(os.path.basename(p) for p in glob.glob(os.path.join(run_dir, 'checkpoint_*.pth')))
+
+
+def clear_previous_run(run_dir):
+    for name in RUN_FILES:
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            os.remove(path)
+    for pattern in ('checkpoint_*.pth', 'events.out.tfevents.*'):
+        for path in glob.glob(os.path.join(run_dir, pattern)):
+            os.remove(path)
+
+
+def command_line(argv, drop_resume=False):
+    """The command that ran, quoted so that it can be pasted; ``drop_resume`` removes ``--resume [PATH]``."""
+    args = list(argv)
+    if drop_resume:
+        out, skip = [], False
+        for i, a in enumerate(args):
+            if skip:
+                skip = False
+                continue
+            if a == '--resume':
+                nxt = args[i + 1] if i + 1 < len(args) else None
+                skip = nxt is not None and not nxt.startswith('-')
+                continue
+            if a.startswith('--resume='):
+                continue
+            out.append(a)
+        args = out
+    return shlex.join(['python'] + args)
+
+
 def main(argv=None):
     opt = get_option(argv)
     if opt.threads:
         torch.set_num_threads(opt.threads)
     device = T.resolve_device(opt.device)
     run_dir = os.path.join(opt.save_dir, opt.exp_name)
+    lock = RunLock(run_dir).acquire()  # a second process training in this folder refuses here
 
     resume = None
     if opt.resume:
+        if opt.overwrite:
+            raise UserError('--resume continues a run and --overwrite replaces it: give one of them')
         if opt.resume == 'auto':
             resume = T.newest_checkpoint(run_dir)
             if resume is None:
                 raise UserError(f'--resume: no intact checkpoint in {run_dir}; start the run without --resume')
         else:
-            ckpt = T.read_checkpoint(opt.resume)
+            ckpt = T.read_checkpoint(opt.resume, trust=opt.trust_checkpoint)
             if ckpt.get('format') != T.CHECKPOINT_FORMAT:
                 raise UserError(f'--resume {opt.resume}: not a full training checkpoint of this project '
                                 '(an authors\' file can start a run with --checkpoint and --use_pretrain)')
             resume = (opt.resume, ckpt)
         # refuse a mismatched run before spending time on the data
         T.check_resume_options(resume[1].get('options', {}), opt, resume[0])
+    else:
+        earlier = previous_run(run_dir)
+        if earlier and not opt.overwrite:
+            shown = ', '.join(earlier[:3]) + (f' and {len(earlier) - 3} more' if len(earlier) > 3 else '')
+            raise UserError(f'run folder {run_dir} already holds a run ({shown}); continue it with --resume, '
+                            'replace it with --overwrite, or choose another --exp_name')
     pretrain = None
     if opt.use_pretrain:
         if not opt.checkpoint:
             raise UserError('--use_pretrain needs --checkpoint PATH (e.g. the baseline run\'s checkpoint_last.pth)')
-        pretrain = T.read_checkpoint(opt.checkpoint)
+        pretrain = T.read_checkpoint(opt.checkpoint, trust=opt.trust_checkpoint)
 
     path = prepare_data(opt)
     T.seed_everything(opt.random_seed)
     method_cls = T.METHODS[opt.method]
     notes = []
     splits = load_splits(path, gray=method_cls.gray, val_size=opt.val_size, seed=opt.random_seed,
-                         color_var=opt.color_var, palette=opt.palette, log=notes.append)
+                         color_var=opt.color_var, palette=opt.palette, log=notes.append, num_bins=opt.num_bins)
+    check_against_data(opt, splits)
     splits = {k: v.to(device, channels_last=opt.channels_last) for k, v in splits.items()}
 
-    os.makedirs(run_dir, exist_ok=True)
     for stale in glob.glob(os.path.join(run_dir, '.checkpoint_*.tmp')):
         os.remove(stale)  # left by a process killed while saving; the final names are intact
     done_marker = os.path.join(run_dir, 'done')
-    if os.path.exists(done_marker) and resume is None:
-        os.remove(done_marker)
-    if resume is None and os.path.exists(os.path.join(run_dir, 'results.jsonl')):
-        os.remove(os.path.join(run_dir, 'results.jsonl'))  # a fresh start replaces the old records
+    if os.path.exists(done_marker):
+        os.remove(done_marker)  # written again when this process finishes (a resumed run may train longer)
+    if resume is None:
+        clear_previous_run(run_dir)  # only with --overwrite, or nothing to clear
     logger = T.setup_logger(run_dir)
     for note in notes:
         logger.info(note)
@@ -82,21 +133,40 @@ def main(argv=None):
         tr.resume(*resume)
     logger.info(f'{opt.method} on sigma^2={opt.color_var:.3f} ({path}), {len(splits["train"])} training images, '
                 f'device {device}, epochs {tr.start_epoch}->{opt.max_step}')
+    argv_used = sys.argv if argv is None else ['train.py'] + list(argv)
     try:
         last = tr.fit()
     except T.Interrupted as exc:
-        again = [a for a in sys.argv if a != '--resume']
-        logger.info(f'interrupted; state saved in {exc}. Resume with: python {" ".join(again)} --resume')
+        logger.info(f'interrupted; state saved in {exc}. Resume with: '
+                    f'{command_line(argv_used, drop_resume=True)} --resume')
         writer.close()
         sys.exit(130)
+    except torch.OutOfMemoryError:
+        raise UserError(f'out of memory at --batch_size {opt.batch_size} on {device}; lower --batch_size') from None
     finally:
         writer.close()
     if last is None:
         last = tr.save('checkpoint_last.pth', tr.start_epoch)
-    logger.info(f'done: {opt.max_step} epochs; checkpoint {last}; evaluate with: python test.py -e {opt.exp_name} '
-                f'--save_dir {opt.save_dir} --data_dir {opt.data_dir}')
+    test_cmd = shlex.join(['python', 'test.py', '-e', opt.exp_name, '--save_dir', opt.save_dir,
+                           '--data_dir', opt.data_dir])
+    logger.info(f'done: {opt.max_step} epochs; checkpoint {last}; evaluate with: {test_cmd}')
     atomic_write_text(done_marker, last + '\n')
+    lock.release()
     return last
+
+
+def check_against_data(opt, splits):
+    """Options that must agree with the data file: one clear line instead of an error deep in training."""
+    for name, split in splits.items():
+        if len(split) == 0:
+            raise UserError(f'the {name} split of the data file is empty; regenerate the file')
+    labels = splits['train'].labels
+    top = int(labels.max()) + 1
+    if top > opt.n_class:
+        raise UserError(f'--n_class {opt.n_class} is smaller than the data\'s {top} classes (labels 0..{top - 1})')
+    if opt.batch_size > len(splits['train']):
+        raise UserError(f'--batch_size {opt.batch_size} is larger than the training set '
+                        f'({len(splits["train"])} images); lower it')
 
 
 if __name__ == '__main__':

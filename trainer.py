@@ -32,6 +32,7 @@ import glob
 import json
 import logging
 import os
+import pickle
 import random
 import signal
 import sys
@@ -297,8 +298,12 @@ def evaluate(net, split, h=None, batch_size=1000, num_classes=10, mean_index=Non
 # --------------------------------------------------------------------------------------------------
 
 def rng_state(batch_gen):
-    state = {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), 'python': random.getstate(),
-             'batch': batch_gen.get_state()}
+    """Every random state of a run as tensors and plain Python values (loadable with ``weights_only``)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {'torch': torch.get_rng_state(),
+             'numpy': {'name': str(name), 'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos),
+                       'has_gauss': int(has_gauss), 'cached_gaussian': float(gauss)},
+             'python': list(random.getstate()), 'batch': batch_gen.get_state()}
     if torch.cuda.is_available():
         state['cuda'] = torch.cuda.get_rng_state_all()
     return state
@@ -306,8 +311,14 @@ def rng_state(batch_gen):
 
 def set_rng_state(state, batch_gen):
     torch.set_rng_state(state['torch'])
-    np.random.set_state(state['numpy'])
-    random.setstate(state['python'])
+    npst = state['numpy']
+    if isinstance(npst, dict):
+        np.random.set_state((npst['name'], npst['keys'].numpy().astype(np.uint32), npst['pos'],
+                             npst['has_gauss'], npst['cached_gaussian']))
+    else:
+        np.random.set_state(npst)
+    py = state['python']
+    random.setstate((py[0], tuple(py[1]), py[2]) if isinstance(py, list) else py)
     batch_gen.set_state(state['batch'])
     if 'cuda' in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state['cuda'])
@@ -324,7 +335,7 @@ def save_checkpoint(path, method, epoch, batch_gen, progress=None):
         'format': CHECKPOINT_FORMAT,
         'epoch': epoch,
         'step': epoch,  # the authors' key
-        'options': vars(opt),
+        'options': plain(vars(opt)),
         'config': {'n_class': opt.n_class, 'feat_ch': opt.feat_ch, 'num_bins': opt.num_bins,
                    'method': opt.method},
         'net_state_dict': method.net.state_dict(),
@@ -340,19 +351,53 @@ def save_checkpoint(path, method, epoch, batch_gen, progress=None):
     return path
 
 
-def read_checkpoint(path):
-    """Load a checkpoint file (ours or the authors') to the CPU; ``UserError`` when it is not one."""
+def plain(value):
+    """``value`` with containers turned into dicts and lists of str, int, float, bool and None."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def read_checkpoint(path, trust=False, log=None):
+    """Load a checkpoint file (ours or the authors') to the CPU; ``UserError`` when it is not one.
+
+    Always with ``torch.load(weights_only=True)``: tensors and plain Python values only, so a file cannot
+    run code while it loads. Our checkpoints and the authors' (state dicts and numbers) load that way.
+    A file that needs more is refused unless ``trust`` (``--trust_checkpoint``): then it is loaded with
+    full unpickling, after a one-line warning through ``log``.
+    """
     if not os.path.isfile(path):
         raise UserError(f'checkpoint {path} does not exist; give the path of a .pth file written by '
                         'train.py (e.g. runs/<exp_name>/checkpoint_last.pth)')
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=False)
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if 'GLOBAL' not in text:  # not a pickle that asks for a class or function: a damaged file
+            detail = next((line.strip() for line in text.splitlines() if 'Unsupported' in line), 'UnpicklingError')
+            raise UserError(f'{path} is not a readable PyTorch checkpoint ({detail[:120]})') from None
+        if not trust:
+            raise UserError(f'{path} holds objects other than tensors and plain values, and loading them could '
+                            'run code stored in the file; if you trust the file, pass --trust_checkpoint') from None
+        (log or (lambda m: print(m, file=sys.stderr)))(
+            f'warning: {path}: loading with full unpickling (--trust_checkpoint); this runs any code in the file')
+        try:
+            ckpt = torch.load(path, map_location='cpu', weights_only=False)
+        except Exception as exc2:
+            raise UserError(f'{path} is not a readable PyTorch checkpoint ({type(exc2).__name__}: '
+                            f'{str(exc2).splitlines()[0][:120] if str(exc2) else ""})') from None
     except Exception as exc:  # torch.load raises many types for a file that is not a checkpoint
         raise UserError(f'{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: '
                         f'{str(exc).splitlines()[0][:120] if str(exc) else ""})') from None
     if not isinstance(ckpt, dict) or 'net_state_dict' not in ckpt:
         raise UserError(f'{path} is not a checkpoint of this project or of the authors\' code '
                         '(no net_state_dict)')
+    if not isinstance(ckpt['net_state_dict'], dict):
+        raise UserError(f'{path}: net_state_dict is a {type(ckpt["net_state_dict"]).__name__}, not a state dict')
     return ckpt
 
 
@@ -389,10 +434,12 @@ def newest_checkpoint(run_dir):
     return None
 
 
-# Options that define what a run computes: resuming with other values would mix two runs.
+# Options that define what a run computes: resuming with other values would mix two runs. Besides the
+# data and the objective, the arithmetic (--amp, --no_channels_last, --compile) and --dry_run (one batch per
+# epoch) change what an epoch computes. Where it runs (--device, --threads) and how it reports do not.
 RUN_DEFINING = ('method', 'color_var', 'lambda_', 'mu', 'alpha', 'batch_size', 'num_bins', 'feat_ch',
                 'n_class', 'val_size', 'random_seed', 'momentum', 'weight_decay', 'lr', 'lr_decay_rate',
-                'lr_decay_period', 'data_seed', 'palette')
+                'lr_decay_period', 'data_seed', 'palette', 'amp', 'channels_last', 'compile', 'dry_run')
 
 
 def check_resume_options(ckpt_opts, opt, path):
@@ -412,6 +459,20 @@ class Interrupted(Exception):
     pass
 
 
+WEIGHT_LIMIT = 1e4  # no weight of a healthy f, g or h comes near this (they stay within a few units)
+
+
+def weights_healthy(method):
+    """Whether every weight of f, g and h is finite and below :data:`WEIGHT_LIMIT` in magnitude: a
+    checkpoint of a run that is already diverging is not offered as the one to go back to."""
+    with torch.no_grad():
+        for module in (method.net, method.h):
+            for p in module.parameters():
+                if not torch.isfinite(p).all() or p.abs().max() > WEIGHT_LIMIT:
+                    return False
+    return True
+
+
 class NonFiniteLoss(UserError):
     pass
 
@@ -428,6 +489,7 @@ class Trainer:
         self.progress = None
         self.stop_signal = None
         self.last_good = None
+        self.last_saved = None
         self.test_mean_index = splits['test'].mean_index if 'test' in splits else None
 
     # -- state --
@@ -443,7 +505,8 @@ class Trainer:
         set_rng_state(ckpt['rng'], self.batch_gen)
         self.start_epoch = ckpt['epoch']
         self.progress = ckpt.get('progress')
-        self.last_good = path
+        self.last_good = path if weights_healthy(self.method) else None
+        self.last_saved = path
         self._drop_records_after(self.start_epoch)
         where = f'epoch {self.start_epoch}' + (f', batch {self.progress["pos"]}' if self.progress else '')
         self.logger.info(f'resumed from {path} at {where}')
@@ -468,7 +531,9 @@ class Trainer:
     def save(self, name, epoch, progress=None):
         path = os.path.join(self.run_dir, name)
         save_checkpoint(path, self.method, epoch, self.batch_gen, progress)
-        self.last_good = path
+        self.last_saved = path
+        if weights_healthy(self.method):
+            self.last_good = path  # named by the non-finite-loss guard as the one to go back to
         return path
 
     # -- signals --
@@ -499,7 +564,7 @@ class Trainer:
                 self.save('checkpoint_last.pth', epoch + 1)
                 if (epoch + 1) % opt.save_step == 0 or epoch + 1 == opt.max_step:
                     self.save(f'checkpoint_epoch_{epoch + 1:04d}.pth', epoch + 1)
-        return self.last_good
+        return self.last_saved
 
     def train_epoch(self, epoch, train, n_batches):
         opt, m = self.opt, self.method

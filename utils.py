@@ -33,6 +33,7 @@ def atomic_path(path):
         with open(tmp, 'rb+') as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        fsync_dir(folder)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -56,13 +57,80 @@ def append_line(path, line):
         os.fsync(fh.fileno())
 
 
+def fsync_dir(folder):
+    """Flush a folder's entries (a rename in it) to disk, where the platform allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def run_main(main):
-    """Run an entry point: ``UserError`` becomes ``error: ...`` on stderr and exit status 2."""
+    """Run an entry point: ``UserError`` becomes ``error: ...`` on stderr and exit status 2; Ctrl-C
+    outside the training loop (which saves its state itself) is one line and exit status 130."""
     try:
         return main()
     except UserError as exc:
         print(f'error: {exc}', file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        sys.exit(130)
+
+
+class RunLock:
+    """An OS lock on a run folder (``<run_dir>/.lock``, holding the owner's PID) for as long as a process
+    trains in it. The kernel releases it when the process ends, however it ends, so a crashed run leaves
+    no stale lock."""
+
+    def __init__(self, run_dir):
+        self.run_dir = run_dir
+        self.path = os.path.join(run_dir, '.lock')
+        self.fd = None
+
+    def acquire(self):
+        import fcntl
+        os.makedirs(self.run_dir, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors='replace').strip() or 'unknown'
+            os.close(fd)
+            raise UserError(f'run folder {self.run_dir} is in use by process {holder}; wait for it to finish, '
+                            f'stop it, or choose another --exp_name') from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f'{os.getpid()}\n'.encode())
+        self.fd = fd
+        return self
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    @staticmethod
+    def holder(run_dir):
+        """The PID text of the process that holds ``run_dir``'s lock, or ``None`` when it is free."""
+        import fcntl
+        path = os.path.join(run_dir, '.lock')
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return os.read(fd, 32).decode(errors='replace').strip() or 'unknown'
+        finally:
+            os.close(fd)
+        return None
 
 
 def replace_readme_section(readme, name, body):

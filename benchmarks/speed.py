@@ -67,9 +67,11 @@ from torchvision import transforms  # noqa: E402
 
 import trainer as T  # noqa: E402
 from dataset import colored_mnist  # noqa: E402
-from dataset.tensors import BIN_WIDTH, IGNORE, MEAN, STD, make_split  # noqa: E402
+from dataset.tensors import IGNORE, MEAN, STD, make_split  # noqa: E402
 from models import color_loss  # noqa: E402
 from option import get_option  # noqa: E402
+
+BIN_WIDTH = 32  # the authors' colour bins: value // 32
 from utils import UserError, atomic_path, replace_readme_section, run_main  # noqa: E402
 
 EPOCH_IMAGES = 60000

@@ -155,8 +155,8 @@ def colorize(gray, colors):
 
 def generate(mnist, color_var, seed=DEFAULT_SEED, progress=None, palette=DEFAULT_PALETTE):
     """Build the dict of one variance from the raw MNIST arrays (see the module docstring)."""
-    if not color_var > 0:
-        raise UserError(f'--color_var must be > 0, got {color_var}')
+    if not 0 < color_var <= MAX_VARIANCE:
+        raise UserError(f'--color_var must be in (0, {MAX_VARIANCE}], got {color_var}')
     mean_colors = PALETTES[check_palette(palette)]
     rng = np.random.default_rng([int(seed), int(round(color_var * 1000))])
     train_labels = mnist['train_labels']
@@ -293,26 +293,76 @@ def mean_colors_of(data, path, palette=DEFAULT_PALETTE, log=None, color_var=None
     return colors
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that builds only what a Colored-MNIST file holds: dicts, lists, strings, numbers and
+    NumPy arrays, dtypes and scalars. Any other global (a function to call, a class to build) is refused,
+    so a file cannot run code while it loads."""
+
+    ALLOWED = {
+        ('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
+        ('numpy.core.multiarray', 'scalar'), ('numpy._core.multiarray', 'scalar'),
+        ('numpy.core.numeric', '_frombuffer'), ('numpy._core.numeric', '_frombuffer'),  # protocol 5
+        ('numpy', 'ndarray'), ('numpy', 'dtype'),
+        ('_codecs', 'encode'),  # how protocol-2 pickles of Python 3 store bytes
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f'refused to load {module}.{name}')
+        if module.startswith('numpy.core.') and hasattr(np, '_core'):
+            module = 'numpy._core.' + module[len('numpy.core.'):]
+        import importlib
+        return getattr(importlib.import_module(module), name)
+
+
+def read_npy(path):
+    """Read a ``.npy`` file like ``np.load(path, encoding='latin1', allow_pickle=True)`` does, except that a
+    pickled payload may hold only arrays, dicts, strings and numbers (:class:`_ArraysOnly`)."""
+    fmt = np.lib.format
+    with open(path, 'rb') as fh:
+        head = fh.read(6)
+        if head[:2] == b'PK':
+            raise UserError(f'{path} is an .npz archive, not a Colored-MNIST .npy file')
+        fh.seek(0)
+        version = fmt.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(fh)
+        else:
+            shape, fortran, dtype = fmt._read_array_header(fh, version)
+        if not dtype.hasobject:
+            fh.seek(0)
+            return np.load(fh, allow_pickle=False)
+        try:
+            return _ArraysOnly(fh, encoding='latin1').load()
+        except pickle.UnpicklingError as exc:
+            if str(exc).startswith('refused'):
+                raise UserError(f'{path}: {exc}: a Colored-MNIST file holds only a dict of NumPy arrays, and '
+                                'loading anything else could run code stored in the file; do not use this file') from None
+            raise
+
+
 def load(path, color_var=None):
     """Load and validate a Colored-MNIST file (ours or the authors').
 
-    Loading a pickle can run code stored in the file: only load files you made or trust.
+    The authors' format is a pickle; it is read with :func:`read_npy`, which admits only arrays, dicts,
+    strings and numbers, so a file cannot run code while it loads.
     """
+    if os.path.isdir(path):
+        raise UserError(f'{path} is a folder, not a Colored-MNIST file; move it away or use another --data_dir')
     if not os.path.isfile(path):
         hint = (f'; make it with: {generate_command(os.path.dirname(path) or ".", color_var)}'
                 if color_var is not None else '')
         raise UserError(f'data file {path} does not exist{hint}')
     try:
-        obj = np.load(path, encoding='latin1', allow_pickle=True)
-        if isinstance(obj, np.lib.npyio.NpzFile):
-            obj.close()
-            raise UserError(f'{path} is an .npz archive, not a Colored-MNIST .npy file')
+        obj = read_npy(path)
         data = obj.item() if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == () \
             else obj
     except UserError:
         raise
     except (ValueError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile,
-            UnicodeDecodeError, AttributeError, ImportError, IndexError, TypeError) as exc:
+            UnicodeDecodeError, AttributeError, ImportError, IndexError, TypeError, KeyError) as exc:
         raise UserError(f'{path} is truncated or not a Colored-MNIST file ({type(exc).__name__}: '
                         f'{str(exc)[:120]}); delete it and regenerate it') from None
     return validate(data, path)
@@ -322,6 +372,8 @@ def ensure(data_dir, color_var, generate_missing=True, mnist_dir=None, seed=DEFA
            palette=DEFAULT_PALETTE):
     """Return the path of the file for ``color_var``, generating it first when it is missing."""
     path = file_path(data_dir, color_var, palette)
+    if os.path.isdir(path):
+        raise UserError(f'{path} is a folder, not a Colored-MNIST file; move it away or use another --data_dir')
     if not os.path.isfile(path):
         if not generate_missing:
             raise UserError(f'data file {path} does not exist and --no_generate is set; '
@@ -356,20 +408,31 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def positive_float(text):
+MAX_VARIANCE = 1.0
+
+
+def color_variance(text):
+    """sigma^2 from the command line: positive, at most :data:`MAX_VARIANCE` (beyond it the truncated colour
+    is close to uniform on 1..254, so no bias is left to learn), and representable by the file name's three
+    decimals (``--color_var 0.0204`` would otherwise read the 0.020 file)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
     if not value > 0 or not np.isfinite(value):
         raise argparse.ArgumentTypeError(f'must be a positive number, got {text}')
-    return value
+    if value > MAX_VARIANCE:
+        raise argparse.ArgumentTypeError(f'must be at most {MAX_VARIANCE} (the paper uses 0.020..0.050), got {text}')
+    if abs(round(value, 3) - value) > 1e-9:
+        raise argparse.ArgumentTypeError(f'{text} has more than three decimals; the data file name holds '
+                                         f'sigma^2 as %.3f (e.g. {round(value, 3):.3f})')
+    return round(value, 3)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description='Generate Colored-MNIST files in the authors\' format.')
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument('--color_var', type=positive_float, nargs='+',
+    group.add_argument('--color_var', type=color_variance, nargs='+',
                        help='colour variance(s) sigma^2, e.g. 0.020')
     group.add_argument('--all', action='store_true',
                        help=f'all seven variances of the paper {PAPER_VARIANCES}')

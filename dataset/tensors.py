@@ -17,7 +17,7 @@ STD = (0.2023, 0.1994, 0.2010)
 # ITU-R BT.601 luma weights (the ones PIL's convert('L') uses), for the Gray method.
 LUMA = (0.299, 0.587, 0.114)
 IGNORE = 255
-BIN_WIDTH = 32
+NUM_BINS = 8
 
 
 def normalize(images_uint8_nhwc):
@@ -35,16 +35,20 @@ def to_gray(images_uint8_nhwc):
     return np.repeat(luma[..., None], 3, axis=-1)
 
 
-def color_target(images_uint8_nhwc, bin_width=BIN_WIDTH):
+def color_target(images_uint8_nhwc, num_bins=NUM_BINS):
     """The bias label h predicts: (N,3,14,14) int64.
 
     Nearest-neighbour 28 -> 14 exactly as PIL's ``Image.resize((14,14), NEAREST)`` picks pixels
-    (centre sampling: source index 2*i + 1), then per channel ``value // bin_width``; channel values
-    equal to 0 (the background) get the label 255, which the loss ignores.
+    (centre sampling: source index 2*i + 1), then per channel the bin ``value * num_bins // 256`` (for the
+    authors' 8 bins: ``value // 32``), so every bin index lies in 0..num_bins-1; channel values equal to
+    0 (the background) get the label 255, which the loss ignores.
     """
+    if not 1 <= num_bins <= 255:
+        from utils import UserError
+        raise UserError(f'--num_bins must be between 1 and 255, got {num_bins}')
     small = torch.as_tensor(np.ascontiguousarray(images_uint8_nhwc[:, 1::2, 1::2, :]))
     small = small.permute(0, 3, 1, 2).long()
-    target = small // bin_width
+    target = small * num_bins // 256
     target[small == 0] = IGNORE
     return target.contiguous()
 
@@ -82,15 +86,15 @@ class Split:
         return (len(self) + batch_size - 1) // batch_size
 
 
-def make_split(images_uint8, labels, gray=False, bin_width=BIN_WIDTH, mean_colors=colored_mnist.MEAN_COLORS):
+def make_split(images_uint8, labels, gray=False, num_bins=NUM_BINS, mean_colors=colored_mnist.MEAN_COLORS):
     """Build a :class:`Split`. With ``gray`` the images are the luminance view (the Gray method);
     the colour target always comes from the coloured images, so h still has a colour to predict."""
     view = to_gray(images_uint8) if gray else images_uint8
     return Split(images=normalize(view), labels=torch.as_tensor(labels.astype(np.int64)),
-                 colors=color_target(images_uint8, bin_width), raw=images_uint8, mean_colors=mean_colors)
+                 colors=color_target(images_uint8, num_bins), raw=images_uint8, mean_colors=mean_colors)
 
 
-def load_splits(path, gray=False, val_size=0, seed=0, bin_width=BIN_WIDTH, color_var=None,
+def load_splits(path, gray=False, val_size=0, seed=0, num_bins=NUM_BINS, color_var=None,
                 which=('train', 'test'), palette=colored_mnist.DEFAULT_PALETTE, log=None):
     """Read one Colored-MNIST file and return ``{'train', 'test'[, 'val']}`` as :class:`Split`.
 
@@ -108,12 +112,12 @@ def load_splits(path, gray=False, val_size=0, seed=0, bin_width=BIN_WIDTH, color
             raise UserError(f'--val_size must be between 1 and {len(train_lab) - 1}, got {val_size}')
         perm = np.random.default_rng(seed).permutation(len(train_lab))
         val_idx, train_idx = np.sort(perm[:val_size]), np.sort(perm[val_size:])
-        splits['val'] = make_split(train_img[val_idx], train_lab[val_idx], gray, bin_width, mean_colors)
+        splits['val'] = make_split(train_img[val_idx], train_lab[val_idx], gray, num_bins, mean_colors)
         train_img, train_lab = train_img[train_idx], train_lab[train_idx]
     if 'train' in which:
-        splits['train'] = make_split(train_img, train_lab, gray, bin_width, mean_colors)
+        splits['train'] = make_split(train_img, train_lab, gray, num_bins, mean_colors)
     if 'test' in which:
-        splits['test'] = make_split(data['test_image'], data['test_label'], gray, bin_width, mean_colors)
+        splits['test'] = make_split(data['test_image'], data['test_label'], gray, num_bins, mean_colors)
     return splits
 
 

@@ -184,8 +184,8 @@ def test_loads_authors_state_dict(tmp_path):
     (['--lr', '-0.1'], 'argument --lr: must be > 0.0'),
     (['--lr', '0'], 'argument --lr: must be > 0.0'),
     (['--batch_size', '0'], 'argument --batch_size: must be > 0'),
-    (['--color_var', '0'], 'argument --color_var: must be > 0.0'),
-    (['--color_var', 'abc'], "argument --color_var: 'abc' is not a valid float"),
+    (['--color_var', '0'], 'argument --color_var: must be a positive number'),
+    (['--color_var', 'abc'], "argument --color_var: 'abc' is not a number"),
     (['--method', 'magic'], "argument --method: invalid choice: 'magic'"),
     (['--mu', '-1'], 'argument --mu: must be >= 0.0'),
 ])
