@@ -34,7 +34,7 @@ import sys
 import numpy as np
 
 from plots import draw_confusion
-from utils import UserError, atomic_path, replace_readme_section, run_main
+from utils import Parser, UserError, atomic_path, replace_readme_section, run_main
 
 METHODS = ('baseline', 'blindeye', 'gray', 'lnl')
 DISPLAY = {'baseline': 'Baseline', 'blindeye': 'BlindEye', 'gray': 'Gray', 'lnl': 'LNL'}
@@ -152,6 +152,8 @@ def load_runs(root):
             'seed': opts.get('random_seed'),
             'test': test,
             'epochs': epochs,
+            'dry_run': bool(opts.get('dry_run') or (test or {}).get('dry_run')
+                            or any(r.get('dry_run') for r in epochs.values())),
         })
     if not runs:
         raise UserError(f'no runs under {root} (looked for folders holding results.jsonl and options.json)')
@@ -407,8 +409,15 @@ def pyplot():
     return plt
 
 
+SMOKE = 'SMOKE RUN (--dry_run): these numbers check the pipeline, they are not results'
+BANNER = {'text': None}  # set when the runs are smoke runs: every figure carries it
+
+
 def save(fig, path):
     plt = pyplot()
+    if BANNER['text']:
+        fig.text(0.5, 0.5, BANNER['text'], ha='center', va='center', rotation=20, fontsize=15, color='red',
+                 alpha=0.7, bbox=dict(facecolor='white', alpha=0.7, edgecolor='red'))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format='png', dpi=120)
     plt.close(fig)
@@ -531,8 +540,7 @@ def plot_confusion(runs, color_var, path):
 # -- entry point -----------------------------------------------------------------------------------
 
 def build_parser():
-    p = argparse.ArgumentParser(description='Collect sweep runs into the Fig. 4 table and plot.',
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description='Collect sweep runs into the Fig. 4 table and plot.')
     p.add_argument('dir', metavar='DIR', help='folder of run folders (the --out of sweep.py)')
     p.add_argument('--out_prefix', default=None, help='path prefix of the outputs (default: DIR/fig4)')
     p.add_argument('--title', default='Unbiased test accuracy (Colored-MNIST)', help='title of the plot')
@@ -566,10 +574,19 @@ def main(argv=None):
         raise UserError(f'no finished run under {args.dir}: {len(runs)} run(s) found, none has a test record '
                         f'(run test.py, or let sweep.py finish)')
     prefix = args.out_prefix or os.path.join(args.dir, 'fig4')
+    smoke = [r['name'] for r in runs if r['dry_run']]
+    BANNER['text'] = 'SMOKE RUN (--dry_run): not results' if smoke else None
+    if smoke:
+        print(f'warning: {len(smoke)} of {len(runs)} runs are --dry_run smoke runs ({", ".join(smoke[:3])}'
+              f'{", ..." if len(smoke) > 3 else ""}): the table and figures are marked as such', file=sys.stderr)
+        if args.readme:
+            raise UserError(f'{args.dir} holds --dry_run smoke runs; their numbers are not results and are not '
+                            'written into a README')
+        print(SMOKE)
     print(format_table(agg), end='')
     written = []
     pngs = []
-    written.append(write_text(prefix + '.md', to_markdown(agg)))
+    written.append(write_text(prefix + '.md', (f'**{SMOKE}.**\n\n' if smoke else '') + to_markdown(agg)))
     written.append(write_text(prefix + '.csv', to_csv(agg)))
     if not args.no_plot:
         pngs.append(plot_fig4(agg, prefix + '.png', args.title))

@@ -9,6 +9,7 @@ import math
 
 from dataset.colored_mnist import DEFAULT_PALETTE, PALETTES, color_variance
 from trainer import METHODS
+from utils import DATA_DIR, RUNS_DIR, Parser
 
 
 def _number(kind, low=None, low_open=True, name=''):
@@ -33,8 +34,7 @@ nonneg_int = _number(int, 0, low_open=False)
 
 
 def build_parser(description='Learning Not to Learn on Colored-MNIST'):
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=description)
     p.add_argument('-e', '--exp_name', required=True, help='experiment name: the run folder under --save_dir')
     p.add_argument('--method', choices=sorted(METHODS), default='lnl',
                    help='baseline, lnl (the paper), blindeye or gray (comparison rows)')
@@ -43,7 +43,9 @@ def build_parser(description='Learning Not to Learn on Colored-MNIST'):
     d = p.add_argument_group('data')
     d.add_argument('--color_var', type=color_variance, default=0.020,
                    help='colour variance sigma^2 of the data (at most three decimals, as in the file name)')
-    d.add_argument('--data_dir', default='./data', help='folder of mnist_10color_jitter_var_*.npy files')
+    d.add_argument('--data_dir', default=DATA_DIR,
+                   help='folder of mnist_10color_jitter_var_*.npy files (default: data/ in this repository, '
+                        'whatever the working folder)')
     d.add_argument('--no_generate', action='store_true', help='fail instead of generating a missing data file')
     d.add_argument('--mnist_dir', default=None, help='raw MNIST IDX files to generate from (else cache/pip/torchvision)')
     d.add_argument('--palette', choices=sorted(PALETTES), default=DEFAULT_PALETTE,
@@ -82,7 +84,9 @@ def build_parser(description='Learning Not to Learn on Colored-MNIST'):
     r.add_argument('--overwrite', action='store_true',
                    help='start afresh in a run folder that already holds a run (its records and checkpoints '
                         'are deleted)')
-    r.add_argument('--save_dir', default='./runs', help='parent folder of run folders')
+    r.add_argument('--save_dir', default=RUNS_DIR,
+                   help='parent folder of run folders (default: runs/ in this repository, whatever the working '
+                        'folder)')
     r.add_argument('--log_step', type=positive_int, default=50, help='print the running losses every this many batches')
     r.add_argument('--save_step', type=positive_int, default=10, help='keep a checkpoint every this many epochs')
     r.add_argument('--random_seed', type=int, default=1, help='seed of initialisation and batch order')

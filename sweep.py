@@ -20,8 +20,8 @@ import subprocess
 import sys
 import time
 
-from dataset.colored_mnist import PALETTES, color_variance
-from utils import RunLock, UserError, run_main
+from dataset.colored_mnist import PALETTES, PAPER_VARIANCES, color_variance
+from utils import DATA_DIR, RUNS_DIR, Parser, RunLock, UserError, run_main
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRETRAINED = ('lnl', 'blindeye')      # start from the baseline of the same sigma^2 and seed
@@ -102,12 +102,31 @@ def forward_signal(signum, frame):
             pass
 
 
-def execute(spec, env=None):
+def run_in_process(script, argv, log):
+    """``script``'s ``main(argv)`` in this process, its output into ``log``; returns an exit status."""
+    import contextlib
+    import importlib
+    module = importlib.import_module(os.path.splitext(script)[0])
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            module.main(argv)
+            return 0
+        except UserError as exc:
+            print(f'error: {exc}', file=log)
+            return 2
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else 1
+
+
+def execute(spec, env=None, in_process=False, fresh=False):
     """Train (or resume) and evaluate one run; returns its status. Runs in a subprocess so that one
-    run's failure or memory does not affect the others; output goes to ``<run_dir>/sweep.log``."""
+    run's failure or memory does not affect the others (``in_process``: in this one, for the seconds-long
+    smoke run); output goes to ``<run_dir>/sweep.log``. ``fresh`` trains again over a finished run."""
     if STOP['signal'] is not None:
         return 'not started (sweep interrupted)'
     state = status(spec)
+    if fresh and state in ('done', 'trained', 'partial'):
+        state = 'new'  # --overwrite below replaces it
     if state == 'done':
         return 'skipped'
     if state == 'running':
@@ -124,6 +143,11 @@ def execute(spec, env=None):
             cmd = [sys.executable, os.path.join(HERE, script)] + rest
             fh.write(f'$ {shlex.join(cmd)}\n')
             fh.flush()
+            if in_process:
+                rc = run_in_process(script, rest, fh)
+                if rc != 0:
+                    return f'failed ({script} exit {rc}, see {log})'
+                continue
             child = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=HERE, env=env,
                                      stdin=subprocess.DEVNULL)
             CHILDREN.add(child)
@@ -142,12 +166,12 @@ def execute(spec, env=None):
 
 # -- launchers -------------------------------------------------------------------------------------
 
-def launch_local(phases, bar):
+def launch_local(phases, bar, in_process=False):
     results = {}
     for phase in phases:
         for spec in phase:
             bar.set_postfix_str(spec['name'])
-            results[spec['name']] = execute(spec)
+            results[spec['name']] = execute(spec, in_process=in_process, fresh=in_process)
             bar.update()
     return results
 
@@ -216,26 +240,42 @@ def visible_gpus():
         return []
 
 
+EPILOG = ('Arguments after a lone -- go to every train.py call, e.g. `-- --max_step 10 --amp`. '
+          'python sweep.py --smoke checks the whole pipeline (data, four methods, test.py, table, figures) in '
+          'seconds.')
+
+
 def build_parser():
-    p = argparse.ArgumentParser(description='Sweep colour variance x method x seed.',
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--color_vars', type=color_variance, nargs='+', default=[0.020, 0.025, 0.030, 0.035, 0.040, 0.045, 0.050])
+    p = Parser(description='Train and evaluate sigma^2 x method x seed (the Fig. 4 grid); relaunching the same '
+                           'command skips finished runs and resumes interrupted ones.',
+               epilog=EPILOG, epilog_hint='options for train.py go after a lone --, e.g. sweep.py ... -- --dry_run')
+    p.add_argument('--color_vars', type=color_variance, nargs='+', default=list(PAPER_VARIANCES), metavar='SIGMA2',
+                   help='colour variances sigma^2 (the paper: 0.020 0.025 ... 0.050)')
     p.add_argument('--methods', nargs='+', default=['baseline', 'lnl', 'blindeye', 'gray'],
-                   choices=['baseline', 'lnl', 'blindeye', 'gray'])
-    p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3])
-    p.add_argument('--out', required=True, help='folder of the run folders')
-    p.add_argument('--data_dir', default='./data', help='folder of the data files (generated when missing)')
+                   choices=['baseline', 'lnl', 'blindeye', 'gray'], metavar='METHOD',
+                   help='methods: baseline, lnl, blindeye, gray (lnl and blindeye start from the baseline run)')
+    p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3], metavar='SEED',
+                   help='values of train.py --random_seed, one run per seed')
+    p.add_argument('--out', default=None, help='folder of the run folders (required, except with --smoke)')
+    p.add_argument('--data_dir', default=DATA_DIR,
+                   help='folder of the data files, generated when missing (default: data/ in this repository)')
     p.add_argument('--palette', default='released', choices=sorted(PALETTES),
                    help='mean colours of the data (see python -m dataset.colored_mnist --help)')
-    p.add_argument('--launcher', choices=['local', 'multi_gpu', 'slurm', 'submitit_local'], default='local')
+    p.add_argument('--launcher', choices=['local', 'multi_gpu', 'slurm', 'submitit_local'], default='local',
+                   help='local: one run after another on this machine; multi_gpu: one run per visible GPU at a '
+                        'time; slurm: one job per run through submitit; submitit_local: submitit\'s local executor')
     p.add_argument('--baseline_lr', type=float, default=0.01, help='lr of baseline and gray runs')
     p.add_argument('--unlearn_lr', type=float, default=0.001, help='lr of lnl and blindeye runs (from the baseline)')
     p.add_argument('--no_probe', action='store_true', help='skip the bias-leakage probe after training')
     p.add_argument('--timeout_min', type=int, default=24 * 60, help='submitit: time limit of one job')
     p.add_argument('--partition', default=None, help='slurm partition')
-    p.add_argument('--gpus_per_job', type=int, default=1)
-    p.add_argument('--cpus_per_job', type=int, default=4)
+    p.add_argument('--gpus_per_job', type=int, default=1, help='slurm: GPUs per job')
+    p.add_argument('--cpus_per_job', type=int, default=4, help='slurm: CPU cores per job')
     p.add_argument('--list', action='store_true', help='print the runs and their state, run nothing')
+    p.add_argument('--smoke', action='store_true',
+                   help='the install check: sigma^2 = 0.020, the four methods, seed 1, train.py --dry_run '
+                        '--max_step 2 in this process, test.py, then the table and figures of collect_results.py '
+                        '(default --out: runs/smoke in this repository; replaced on every call)')
     return p
 
 
@@ -246,9 +286,13 @@ def parse(argv=None):
         cut = argv.index('--')
         argv, train_args = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
-    for cv in args.color_vars:
-        if not cv > 0:
-            raise UserError(f'--color_vars must be positive, got {cv}')
+    if args.smoke:
+        args.color_vars, args.methods, args.seeds = [0.020], ['baseline', 'lnl', 'blindeye', 'gray'], [1]
+        args.out = args.out or os.path.join(RUNS_DIR, 'smoke')
+        args.launcher = 'inprocess'
+        train_args = ['--dry_run', '--max_step', '2'] + train_args
+    elif args.out is None:
+        raise UserError('--out FOLDER is required (where the run folders go), e.g. --out sweeps/fig4')
     needed = [m for m in args.methods if m in PRETRAINED]
     if needed and 'baseline' not in args.methods:
         raise UserError(f'{", ".join(needed)} start from the baseline run: add baseline to --methods')
@@ -277,8 +321,8 @@ def main(argv=None):
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, forward_signal)
     with tqdm(total=len(specs), desc='sweep', unit='run', dynamic_ncols=True) as bar:
-        if args.launcher == 'local':
-            results = launch_local(phases, bar)
+        if args.launcher in ('local', 'inprocess'):
+            results = launch_local(phases, bar, in_process=args.launcher == 'inprocess')
         elif args.launcher == 'multi_gpu':
             results = launch_multi_gpu(phases, bar, visible_gpus())
         else:
@@ -290,8 +334,16 @@ def main(argv=None):
         print(f'sweep interrupted by signal {STOP["signal"]}; the running runs saved their state: relaunch the '
               'same command to resume', file=sys.stderr)
         sys.exit(128 + STOP['signal'])
-    print(f'{len(results)} runs in {time.time() - t0:.0f} s, {len(failed)} failed; '
-          f'table: python collect_results.py {args.out}')
+    if args.smoke and not failed:
+        import collect_results
+        prefix = os.path.join(args.out, 'fig4')
+        collect_results.main([args.out, '--out_prefix', prefix, '--confusion', '0.020'])
+        print(f'smoke run: {len(results)} runs and the table in {time.time() - t0:.0f} s. Table {prefix}.md, '
+              f'figures {prefix}.png, {prefix}_curves.png, {prefix}_confusion.png; runs in {args.out} '
+              '(--dry_run: they check the pipeline, the numbers are not results)')
+    else:
+        print(f'{len(results)} runs in {time.time() - t0:.0f} s, {len(failed)} failed; '
+              f'table: python collect_results.py {shlex.quote(args.out)}')
     if failed:
         sys.exit(1)
     return results

@@ -18,13 +18,12 @@ from dataset import colored_mnist
 from dataset.tensors import load_splits, to_gray
 from models import ColorPredictor, ConvNet
 from dataset.colored_mnist import color_variance
-from utils import UserError, append_line, atomic_path, run_main
+from utils import DATA_DIR, RUNS_DIR, Parser, UserError, append_line, atomic_path, run_main
 import trainer as T
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description='Evaluate a checkpoint on the unbiased Colored-MNIST test set.',
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description='Evaluate a checkpoint on the unbiased Colored-MNIST test set.')
     p.add_argument('-e', '--exp_name', default=None,
                    help='run folder under --save_dir; its newest checkpoint is used when --checkpoint is not given')
     p.add_argument('--checkpoint', default=None, help='checkpoint file to evaluate (ours or the authors\')')
@@ -33,8 +32,11 @@ def build_parser():
                         '(runs any code in the file: only for files you trust)')
     p.add_argument('--color_var', type=color_variance, default=None,
                    help='colour variance of the test set (default: the one the checkpoint was trained on)')
-    p.add_argument('--data_dir', default='./data', help='folder of the data files')
-    p.add_argument('--save_dir', default='./runs', help='parent folder of run folders')
+    p.add_argument('--data_dir', default=DATA_DIR,
+                   help='folder of the data files (default: data/ in this repository, whatever the working folder)')
+    p.add_argument('--save_dir', default=RUNS_DIR,
+                   help='parent folder of run folders (default: runs/ in this repository, whatever the working '
+                        'folder)')
     p.add_argument('--no_generate', action='store_true', help='fail instead of generating a missing data file')
     p.add_argument('--method', default=None, choices=sorted(T.METHODS),
                    help='method of an authors\' checkpoint (ours record it); gray evaluates the grey view')
@@ -115,10 +117,13 @@ def run(args):
     data_path = colored_mnist.ensure(args.data_dir, color_var, generate_missing=not args.no_generate,
                                      palette=palette)
 
+    dry_run = bool(opts.get('dry_run'))  # a smoke run's checkpoint: evaluated on the first images only
+    print(f'checkpoint {path}; data {data_path}; records to {os.path.join(run_dir, "results.jsonl")}')
     net, h, n_class = rebuild(ckpt, path, device)
     splits = load_splits(data_path, gray=T.METHODS[method].gray, color_var=color_var,
                          num_bins=ckpt.get('config', {}).get('num_bins') or 8,
-                         which=('train', 'test') if args.probe else ('test',), palette=palette, log=print)
+                         which=('train', 'test') if args.probe else ('test',), palette=palette, log=print,
+                         first=T.DRY_RUN_DATA if dry_run else None)
     test = splits['test'].to(device)
     res = T.evaluate(net, test, h, batch_size=args.batch_size, num_classes=n_class,
                      mean_index=splits['test'].mean_index)
@@ -128,6 +133,8 @@ def run(args):
                'method': method, 'color_var': color_var, 'checkpoint': os.path.abspath(path),
                'epoch': ckpt.get('epoch', ckpt.get('step')), 'gray_input': T.METHODS[method].gray,
                'mean_colors': splits['test'].mean_colors.tolist(), 'data_file': os.path.abspath(data_path)}
+    if dry_run:
+        metrics['dry_run'] = True
     if 'color_acc' in res:
         metrics['color_acc'] = res['color_acc']
     if args.probe:
@@ -146,8 +153,11 @@ def run(args):
         import matplotlib.image as mpimg
         with SummaryWriter(logdir=run_dir) as w:
             step = int(metrics['epoch'] or 0)
-            w.add_scalar(f'{args.tag}/acc', res['acc'], step)
-            w.add_scalar(f'{args.tag}/conflicting_acc', res['conflicting_acc'], step)
+            for key, name in (('test_acc', 'acc'), ('aligned_acc', 'aligned_acc'),
+                              ('conflicting_acc', 'conflicting_acc'), ('color_acc', 'color_acc'),
+                              ('probe_color_acc', 'probe_color_acc')):
+                if metrics.get(key) is not None:
+                    w.add_scalar(f'{args.tag}/{name}', metrics[key], step)
             w.add_image(f'{args.tag}/confusion', mpimg.imread(png)[..., :3], step, dataformats='HWC')
             shown = to_gray(test.raw[:64]) if T.METHODS[method].gray else test.raw[:64]
             grid = torch.as_tensor(shown).permute(0, 3, 1, 2)

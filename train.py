@@ -65,13 +65,38 @@ def command_line(argv, drop_resume=False):
     return shlex.join(['python'] + args)
 
 
+def warnings_for(opt):
+    """Choices that are allowed but rarely meant: one line each, before training starts."""
+    out = []
+    if opt.method in ('lnl', 'blindeye') and not opt.use_pretrain and not opt.resume:
+        out.append(f'warning: --method {opt.method} from scratch at lr {opt.lr}; the paper\'s recipe starts it from a '
+                   'trained baseline at lr 0.001 (bash train.sh, or --use_pretrain --checkpoint '
+                   'runs/<baseline>/checkpoint_last.pth --lr 0.001)')
+    if not 0.005 <= opt.color_var <= 0.1:
+        out.append(f'warning: --color_var {opt.color_var} is outside 0.005..0.1 (the paper uses 0.020..0.050): '
+                   'below it every digit\'s colour is nearly constant, above it the colours of the classes overlap '
+                   'so much that there is little bias to learn')
+    return out
+
+
 def main(argv=None):
     opt = get_option(argv)
+    run_dir = os.path.join(opt.save_dir, opt.exp_name)
+    lock = RunLock(run_dir).acquire()  # a second process training in this folder refuses here
+    try:
+        return train(opt, run_dir, argv)
+    finally:
+        lock.release()
+        for handler in list(T.logging.getLogger(f'lnl.{run_dir}').handlers):
+            handler.close()
+
+
+def train(opt, run_dir, argv):
     if opt.threads:
         torch.set_num_threads(opt.threads)
     device = T.resolve_device(opt.device)
-    run_dir = os.path.join(opt.save_dir, opt.exp_name)
-    lock = RunLock(run_dir).acquire()  # a second process training in this folder refuses here
+    for line in warnings_for(opt):
+        print(line, file=sys.stderr)
 
     resume = None
     if opt.resume:
@@ -106,7 +131,8 @@ def main(argv=None):
     method_cls = T.METHODS[opt.method]
     notes = []
     splits = load_splits(path, gray=method_cls.gray, val_size=opt.val_size, seed=opt.random_seed,
-                         color_var=opt.color_var, palette=opt.palette, log=notes.append, num_bins=opt.num_bins)
+                         color_var=opt.color_var, palette=opt.palette, log=notes.append, num_bins=opt.num_bins,
+                         first=T.DRY_RUN_DATA if opt.dry_run else None)
     check_against_data(opt, splits)
     splits = {k: v.to(device, channels_last=opt.channels_last) for k, v in splits.items()}
 
@@ -120,6 +146,7 @@ def main(argv=None):
     logger = T.setup_logger(run_dir)
     for note in notes:
         logger.info(note)
+    logger.info(f'run folder {os.path.abspath(run_dir)}; data {os.path.abspath(path)}')
     T.write_options(run_dir, opt)
     from tensorboardX import SummaryWriter
     writer = SummaryWriter(logdir=run_dir)
@@ -151,7 +178,6 @@ def main(argv=None):
                            '--data_dir', opt.data_dir])
     logger.info(f'done: {opt.max_step} epochs; checkpoint {last}; evaluate with: {test_cmd}')
     atomic_write_text(done_marker, last + '\n')
-    lock.release()
     return last
 
 

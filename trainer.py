@@ -246,6 +246,7 @@ def build_method(opt, device):
 # --------------------------------------------------------------------------------------------------
 
 DRY_RUN_EVAL = 256  # samples evaluated per epoch with --dry_run
+DRY_RUN_DATA = (1024, 256)  # training and test images a --dry_run loads (the first ones of the file)
 
 
 @torch.no_grad()
@@ -641,13 +642,15 @@ class Trainer:
         return out
 
     def log_epoch(self, record):
+        if self.opt.dry_run:
+            record['dry_run'] = True  # a smoke run's numbers check the pipeline; they are not results
         epoch = record['epoch']
         append_line(os.path.join(self.run_dir, 'results.jsonl'), json.dumps(record))
         msg = ' '.join(f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}' for k, v in record.items())
         self.logger.info(f'[epoch {epoch}] {msg}')
         if self.writer is not None:
             for k, v in record.items():
-                if k != 'epoch' and isinstance(v, (int, float)):
+                if k != 'epoch' and isinstance(v, (int, float)) and not isinstance(v, bool):
                     self.writer.add_scalar(f'train/{k}', v, epoch)
             self.writer.flush()
 

@@ -1,8 +1,17 @@
-"""Small helpers shared by every entry point: user-facing errors and atomic file writes."""
+"""Small helpers shared by every entry point: user-facing errors, atomic file writes, run-folder locks
+and the command-line parser."""
+import argparse
 import contextlib
 import os
 import sys
 import tempfile
+
+
+REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
+# Default folders of the data files and the runs, the same whatever the working folder: every entry point
+# (train.py, test.py, sweep.py, the generator) reads and writes the same ones unless told otherwise.
+DATA_DIR = os.path.join(REPO_ROOT, 'data')
+RUNS_DIR = os.path.join(REPO_ROOT, 'runs')
 
 
 class UserError(Exception):
@@ -152,3 +161,49 @@ def replace_readme_section(readme, name, body):
         with open(tmp, 'w', encoding='utf-8') as fh:
             fh.write(head + begin + '\n' + body.strip('\n') + '\n' + end + tail)
     return readme
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Shows ``(default: X)`` after an option's help, unless the help already says it or there is no
+    default worth showing (None, False, an empty list)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ''
+        if '(default' in text or action.default in (None, False, [], argparse.SUPPRESS) or \
+                action.option_strings == [] and action.nargs in ('?', '*') and action.default is None:
+            return text
+        if action.option_strings or action.nargs in ('?', '*'):
+            return text + ' (default: %(default)s)'
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    """The command-line parser of every entry point: no abbreviated flags (``--max`` is not ``--max_step``),
+    defaults in the help, and a close-match hint for a misspelled flag (``--max-step`` -> ``--max_step``)."""
+
+    def __init__(self, *args, epilog_hint=None, **kwargs):
+        kwargs.setdefault('allow_abbrev', False)
+        kwargs.setdefault('formatter_class', _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+        self.epilog_hint = epilog_hint
+
+    def error(self, message):
+        import difflib
+        import re
+        known = [s for a in self._actions for s in a.option_strings]
+        hints = []
+        if 'unrecognized arguments' in message:
+            for arg in message.split('unrecognized arguments:', 1)[1].split():
+                flag = arg.split('=', 1)[0]
+                if not flag.startswith('-'):
+                    continue
+                close = difflib.get_close_matches(flag.replace('-', '_').replace('__', '--', 1), known, n=1,
+                                                  cutoff=0.6) or difflib.get_close_matches(flag, known, n=1)
+                if close:
+                    hints.append(f'{flag}: did you mean {close[0]}?')
+            if self.epilog_hint:
+                hints.append(self.epilog_hint)
+        if hints:
+            message = message + ' (' + '; '.join(hints) + ')'
+        message = re.sub(r'\s+', ' ', message)
+        super().error(message)

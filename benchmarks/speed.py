@@ -72,7 +72,7 @@ from models import color_loss  # noqa: E402
 from option import get_option  # noqa: E402
 
 BIN_WIDTH = 32  # the authors' colour bins: value // 32
-from utils import UserError, atomic_path, replace_readme_section, run_main  # noqa: E402
+from utils import Parser, UserError, atomic_path, replace_readme_section, run_main  # noqa: E402
 
 EPOCH_IMAGES = 60000
 BATCH_SIZE = 128
@@ -405,8 +405,8 @@ def report(res, data_desc):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description='Training speed of baseline and LNL: ours vs floor vs the '
-                                            'authors\' pipeline', formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description='Training speed of baseline and LNL: ours vs floor vs the '
+                                            'authors\' pipeline')
     p.add_argument('--quick', action='store_true', help='fewer rounds and iterations (a couple of minutes on a CPU)')
     p.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
     p.add_argument('--iters', type=int, default=None,

@@ -52,7 +52,7 @@ if __package__ in (None, ''):  # run as a script: make the repository root impor
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset.mnist_raw import load_mnist  # noqa: E402
-from utils import UserError, atomic_path, run_main  # noqa: E402
+from utils import DATA_DIR, Parser, UserError, atomic_path, run_main  # noqa: E402
 
 # The mean colour of each digit class (RGB, 0..255), with a name for each, per palette.
 # released: fitted to the per-class statistics of the authors' released sigma^2 = 0.020 file
@@ -430,13 +430,14 @@ def color_variance(text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description='Generate Colored-MNIST files in the authors\' format.')
+    parser = Parser(description='Generate Colored-MNIST files in the authors\' format.')
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument('--color_var', type=color_variance, nargs='+',
                        help='colour variance(s) sigma^2, e.g. 0.020')
     group.add_argument('--all', action='store_true',
                        help=f'all seven variances of the paper {PAPER_VARIANCES}')
-    parser.add_argument('--data_dir', default='./data', help='output folder (default: ./data)')
+    parser.add_argument('--data_dir', default=DATA_DIR,
+                        help='output folder (default: data/ in this repository, whatever the working folder)')
     parser.add_argument('--seed', type=int, default=DEFAULT_SEED,
                         help=f'random seed (default: {DEFAULT_SEED})')
     parser.add_argument('--mnist_dir', default=None,

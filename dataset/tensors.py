@@ -95,15 +95,20 @@ def make_split(images_uint8, labels, gray=False, num_bins=NUM_BINS, mean_colors=
 
 
 def load_splits(path, gray=False, val_size=0, seed=0, num_bins=NUM_BINS, color_var=None,
-                which=('train', 'test'), palette=colored_mnist.DEFAULT_PALETTE, log=None):
+                which=('train', 'test'), palette=colored_mnist.DEFAULT_PALETTE, log=None, first=None):
     """Read one Colored-MNIST file and return ``{'train', 'test'[, 'val']}`` as :class:`Split`.
 
     ``which`` names the splits to build (the others are not computed). ``val_size`` > 0 holds out that many
     random training images (seeded) for model selection; the test set is never used for it. The class mean
     colours come from the file (``palette`` for a file that does not record them, said through ``log``).
+    ``first`` = ``(n_train, n_test)`` keeps only the first images of each split (a smoke run).
     """
     data = colored_mnist.load(path, color_var=color_var)
     mean_colors = colored_mnist.mean_colors_of(data, path, palette, log=log, color_var=color_var)
+    if first is not None:
+        n_train, n_test = first
+        data = dict(data, train_image=data['train_image'][:n_train], train_label=data['train_label'][:n_train],
+                    test_image=data['test_image'][:n_test], test_label=data['test_label'][:n_test])
     train_img, train_lab = data['train_image'], data['train_label']
     splits = {}
     if val_size and 'train' in which:

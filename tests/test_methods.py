@@ -135,6 +135,7 @@ def test_schedule_and_sgd_settings():
     seen = []
     for _ in range(5):
         seen.append(m.lr())
+        m.update(*_batch())  # an epoch's optimiser steps come before the scheduler's
         m.step_schedulers()
     assert seen == pytest.approx([0.05, 0.05, 0.025, 0.025, 0.0125])
     g = m.optimizers['h'].param_groups[0]

@@ -1,0 +1,106 @@
+"""A newcomer's first hour: the smoke command, TensorBoard, marked smoke numbers, help and warnings."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, SMALL_VAR, assert_user_error, run_py
+
+
+@pytest.fixture(scope='module')
+def smoke(tmp_path_factory):
+    """``sweep.py --smoke`` on a small data file, once for the module."""
+    from conftest import fake_mnist
+    from dataset import colored_mnist
+    base = tmp_path_factory.mktemp('smoke')
+    data_dir = base / 'data'
+    colored_mnist.save(colored_mnist.generate(fake_mnist(), SMALL_VAR, seed=3),
+                       colored_mnist.file_path(str(data_dir), SMALL_VAR))
+    out = base / 'smoke'
+    proc = run_py(['sweep.py', '--smoke', '--out', out, '--data_dir', data_dir])
+    return proc, out
+
+
+def test_smoke_runs_everything_and_says_where_the_outputs_are(smoke):
+    proc, out = smoke
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert 'smoke run: 4 runs and the table' in proc.stdout
+    for name in ('fig4.md', 'fig4.csv', 'fig4.png', 'fig4_curves.png', 'fig4_confusion.png'):
+        assert str(out / name) in proc.stdout and (out / name).exists()
+    assert (out / 'fig4.md').read_text().startswith('**SMOKE RUN (--dry_run)')
+    for method in ('baseline', 'lnl', 'blindeye', 'gray'):
+        recs = [json.loads(x) for x in (out / f'{method}_var0.020_seed1' / 'results.jsonl').read_text().splitlines()]
+        assert recs and all(r.get('dry_run') is True for r in recs)
+        assert any('test_acc' in r for r in recs)
+
+
+def test_smoke_numbers_never_reach_a_readme(smoke, tmp_path):
+    _, out = smoke
+    readme = tmp_path / 'README.md'
+    readme.write_text('<!-- results:begin -->\n<!-- results:end -->\n')
+    proc = run_py(['collect_results.py', out, '--out_prefix', tmp_path / 'f', '--readme', readme])
+    assert_user_error(proc, 'smoke runs', 'not written into a README')
+    assert readme.read_text() == '<!-- results:begin -->\n<!-- results:end -->\n'
+
+
+def test_tensorboard_events_hold_the_train_and_test_scalars(smoke):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    _, out = smoke
+    acc = EventAccumulator(str(out / 'lnl_var0.020_seed1'))
+    acc.Reload()
+    tags = set(acc.Tags()['scalars'])
+    assert {'train/loss_cls', 'train/loss_mi', 'train/loss_color', 'train/monitor_test_acc', 'test/acc',
+            'test/aligned_acc', 'test/conflicting_acc', 'test/color_acc', 'test/probe_color_acc'} <= tags, tags
+    assert [e.step for e in acc.Scalars('train/loss_cls')] == [1, 2]
+    assert 'test/confusion' in acc.Tags()['images']
+
+
+def test_the_tensorboard_viewer_is_installed():
+    proc = subprocess.run([sys.executable, '-m', 'tensorboard.main', '--version_tb'], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr
+    assert glob.glob(os.path.join(os.path.dirname(sys.executable), 'tensorboard*'))
+
+
+def test_lnl_from_scratch_and_odd_variances_are_warned_about():
+    from option import get_option
+    from train import warnings_for
+    lines = warnings_for(get_option(['-e', 'x']))
+    assert len(lines) == 1 and "paper's recipe starts it from a trained baseline" in lines[0]
+    assert warnings_for(get_option(['-e', 'x', '--method', 'lnl', '--use_pretrain', '--checkpoint', 'c'])) == []
+    lines = warnings_for(get_option(['-e', 'x', '--method', 'baseline', '--color_var', '0.2']))
+    assert len(lines) == 1 and 'outside 0.005..0.1' in lines[0]
+    assert warnings_for(get_option(['-e', 'x', '--method', 'gray', '--color_var', '0.05'])) == []
+
+
+def test_default_folders_do_not_depend_on_the_working_folder():
+    import sweep
+    import test as test_py
+    from option import get_option
+    opt = get_option(['-e', 'x'])
+    assert opt.data_dir == os.path.join(ROOT, 'data') and opt.save_dir == os.path.join(ROOT, 'runs')
+    args = test_py.build_parser().parse_args(['-e', 'x'])
+    assert args.data_dir == opt.data_dir and args.save_dir == opt.save_dir
+    assert sweep.parse(['--out', 'o']).data_dir == opt.data_dir
+
+
+def test_help_texts():
+    out = run_py(['sweep.py', '--help']).stdout
+    for flag in ('--color_vars', '--methods', '--seeds', '--launcher', '--smoke'):
+        block = out.split(flag, 1)[1].split('\n  --', 1)[0]
+        assert len(block.split()) > 3, (flag, block)
+    assert 'after a lone --' in out
+    out = run_py(['test.py', '--help']).stdout
+    assert '(default: None)' not in out and 'checkpoint was trained on)' in out
+
+
+def test_misplaced_and_misspelled_flags_get_a_hint(tmp_path):
+    proc = run_py(['sweep.py', '--out', tmp_path, '--dry_run'])
+    assert_user_error(proc, 'unrecognized arguments: --dry_run', 'go after a lone --')
+    proc = run_py(['train.py', '-e', 'x', '--max-step', '3'])
+    assert_user_error(proc, '--max-step: did you mean --max_step?')
+    proc = run_py(['train.py', '-e', 'x', '--max', '3'])  # no abbreviations
+    assert_user_error(proc, 'unrecognized arguments: --max')
