@@ -95,6 +95,7 @@ def train(opt, run_dir, argv):
     if opt.threads:
         torch.set_num_threads(opt.threads)
     device = T.resolve_device(opt.device)
+    T.resolve_precision(opt, device)  # before the resume check: a run records the precision it used
     for line in warnings_for(opt):
         print(line, file=sys.stderr)
 
@@ -159,7 +160,7 @@ def train(opt, run_dir, argv):
     if resume is not None:
         tr.resume(*resume)
     logger.info(f'{opt.method} on sigma^2={opt.color_var:.3f} ({path}), {len(splits["train"])} training images, '
-                f'device {device}, epochs {tr.start_epoch}->{opt.max_step}')
+                f'device {device}, precision {opt.precision}, epochs {tr.start_epoch}->{opt.max_step}')
     argv_used = sys.argv if argv is None else ['train.py'] + list(argv)
     try:
         last = tr.fit()

@@ -238,6 +238,7 @@ METHODS = {cls.name: cls for cls in (Baseline, LNL, BlindEye, Gray)}
 
 
 def build_method(opt, device):
+    resolve_precision(opt, device)
     return METHODS[opt.method](opt, device)
 
 
@@ -436,11 +437,12 @@ def newest_checkpoint(run_dir):
 
 
 # Options that define what a run computes: resuming with other values would mix two runs. Besides the
-# data and the objective, the arithmetic (--amp, --no_channels_last, --compile) and --dry_run (one batch per
+# data and the objective, the arithmetic (--precision, --no_channels_last, --compile) and --dry_run (one batch per
 # epoch) change what an epoch computes. Where it runs (--device, --threads) and how it reports do not.
 RUN_DEFINING = ('method', 'color_var', 'lambda_', 'mu', 'alpha', 'batch_size', 'num_bins', 'feat_ch',
                 'n_class', 'val_size', 'random_seed', 'momentum', 'weight_decay', 'lr', 'lr_decay_rate',
-                'lr_decay_period', 'data_seed', 'palette', 'amp', 'channels_last', 'compile', 'dry_run')
+                'lr_decay_period', 'data_seed', 'palette', 'amp', 'precision', 'channels_last', 'compile',
+                'dry_run')
 
 
 def check_resume_options(ckpt_opts, opt, path):
@@ -674,6 +676,41 @@ def setup_logger(run_dir, name='lnl'):
     th.setFormatter(fmt)
     logger.addHandler(th)
     return logger
+
+
+def cpu_features():
+    """The CPU's feature flags (``/proc/cpuinfo`` on Linux; empty elsewhere)."""
+    try:
+        with open('/proc/cpuinfo') as fh:
+            for line in fh:
+                if line.startswith('flags'):
+                    return set(line.split(':', 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+NATIVE_BF16_CPU_FLAGS = ('amx_bf16', 'avx512_bf16')
+
+
+def native_bf16(device):
+    """Whether ``device`` computes bfloat16 natively: a CUDA device that supports it, or a CPU with AMX or
+    AVX512-BF16 (elsewhere bf16 autocast is emulated and slower than fp32)."""
+    if device.type == 'cuda':
+        return torch.cuda.is_bf16_supported()
+    if device.type == 'cpu':
+        return any(f in cpu_features() for f in NATIVE_BF16_CPU_FLAGS)
+    return False
+
+
+def resolve_precision(opt, device):
+    """Turn ``--precision auto`` into fp32 or bf16 for ``device``; ``opt.amp`` follows (bf16 autocast)."""
+    if not hasattr(opt, 'precision_requested'):
+        opt.precision_requested = getattr(opt, 'precision', None) or 'auto'
+    if getattr(opt, 'precision', None) in (None, 'auto'):
+        opt.precision = 'bf16' if native_bf16(device) else 'fp32'
+    opt.amp = opt.precision == 'bf16'
+    return opt.precision
 
 
 def resolve_device(name):
