@@ -253,6 +253,8 @@ def tables(agg):
     for key, label in (('probe_color_acc', 'probe colour acc'), ('color_acc', 'h colour acc')):
         count = 'probe_n' if key == 'probe_color_acc' else 'color_n'
         for m in PROBED:
+            if m not in agg['methods']:
+                continue  # a method left out with --methods
             row = [f'{display_name(m)}: {label}']
             for cv in cvs:
                 cell = cells.get((m, cv))
@@ -545,6 +547,8 @@ def build_parser():
     p.add_argument('--out_prefix', default=None, help='path prefix of the outputs (default: DIR/fig4)')
     p.add_argument('--title', default='Unbiased test accuracy (Colored-MNIST)', help='title of the plot')
     p.add_argument('--no_plot', action='store_true', help='write the tables only, no accuracy or curve plot')
+    p.add_argument('--methods', nargs='+', default=None, metavar='METHOD',
+                   help='rows to show (default: the four methods, and any other found)')
     p.add_argument('--confusion', type=float, default=None, metavar='SIGMA2',
                    help='also draw Baseline and LNL confusion matrices at this sigma^2')
     p.add_argument('--readme', default=None, metavar='README',
@@ -562,6 +566,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     runs = load_runs(args.dir)
     agg = aggregate(runs)
+    if args.methods:
+        agg['methods'] = [m for m in agg['methods'] if m in args.methods]
     for name in agg['incomplete']:
         print(f'warning: {name}: no test record yet (run test.py); not counted', file=sys.stderr)
     for name in agg['unknown']:

@@ -174,3 +174,10 @@ def test_readme_other_section(runs_dir, tmp_path):
     assert '<!-- results:begin -->\nkeep\n<!-- results:end -->' in text
     extra = text.split('<!-- extra:begin -->')[1].split('<!-- extra:end -->')[0]
     assert 'old' not in extra and '| Baseline |' in extra
+
+
+def test_methods_option_keeps_only_those_rows(runs_dir, tmp_path):
+    C.main([str(runs_dir), '--no_plot', '--methods', 'baseline', 'gray', '--out_prefix', str(tmp_path / 'f')])
+    text = (tmp_path / 'f.md').read_text()
+    assert '| Baseline |' in text and '| Gray |' in text
+    assert '| LNL |' not in text and '| BlindEye |' not in text and 'LNL: probe' not in text
