@@ -23,7 +23,6 @@ ten mean colours and the row-normalised confusion matrices of Baseline and LNL a
 seed), like the paper's confusion figure. ``--no_plot`` skips the first two plots; an explicitly
 requested confusion figure is still drawn.
 """
-import argparse
 import csv
 import io
 import json

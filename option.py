@@ -7,7 +7,7 @@ of the methods is an option with the authors' value as default.
 import argparse
 import math
 
-from dataset.colored_mnist import DEFAULT_PALETTE, PALETTES, color_variance
+from dataset.colored_mnist import add_palette_argument, color_variance
 from trainer import METHODS
 from utils import DATA_DIR, RUNS_DIR, Parser
 
@@ -48,10 +48,7 @@ def build_parser(description='Learning Not to Learn on Colored-MNIST'):
                         'whatever the working folder)')
     d.add_argument('--no_generate', action='store_true', help='fail instead of generating a missing data file')
     d.add_argument('--mnist_dir', default=None, help='raw MNIST IDX files to generate from (else cache/pip/torchvision)')
-    d.add_argument('--palette', choices=sorted(PALETTES), default=DEFAULT_PALETTE,
-                   help='mean colours of a generated file: released (those of the authors\' released files) or '
-                        'supplementary_names (the RGB values of the colour names in the paper\'s supplementary '
-                        'material; file name ends in _supplementary_names)')
+    add_palette_argument(d)
     d.add_argument('--data_seed', type=int, default=None,
                    help='seed of a generated data file (default: the generator\'s fixed seed)')
     d.add_argument('--val_size', type=nonneg_int, default=0,

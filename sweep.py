@@ -11,7 +11,6 @@ and Gray runs form the first phase and the others the second. After training, ea
 test.py (``--probe`` for baseline and LNL: the bias-leakage probe). Arguments after ``--`` go to train.py.
 ``collect_results.py <out>`` turns the folder into the Fig. 4 table and plot.
 """
-import argparse
 import json
 import os
 import shlex
@@ -20,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from dataset.colored_mnist import PALETTES, PAPER_VARIANCES, color_variance
+from dataset.colored_mnist import PAPER_VARIANCES, add_palette_argument, color_variance
 from utils import DATA_DIR, RUNS_DIR, Parser, RunLock, UserError, run_main
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -259,8 +258,7 @@ def build_parser():
     p.add_argument('--out', default=None, help='folder of the run folders (required, except with --smoke)')
     p.add_argument('--data_dir', default=DATA_DIR,
                    help='folder of the data files, generated when missing (default: data/ in this repository)')
-    p.add_argument('--palette', default='released', choices=sorted(PALETTES),
-                   help='mean colours of the data (see python -m dataset.colored_mnist --help)')
+    add_palette_argument(p)
     p.add_argument('--launcher', choices=['local', 'multi_gpu', 'slurm', 'submitit_local'], default='local',
                    help='local: one run after another on this machine; multi_gpu: one run per visible GPU at a '
                         'time; slurm: one job per run through submitit; submitit_local: submitit\'s local executor')

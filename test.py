@@ -7,7 +7,6 @@ Prints overall, colour-aligned, colour-conflicting and per-class accuracy (and h
 when the checkpoint has a trained h), saves a confusion matrix PNG with the ten mean colours along its
 axes, and appends one JSON object (``test_acc`` = overall accuracy) to the run's ``results.jsonl``.
 """
-import argparse
 import json
 import os
 

@@ -45,7 +45,6 @@ Usage::
 
 The last line printed is one JSON object with every number (also written to ``--json``).
 """
-import argparse
 import json
 import math
 import os

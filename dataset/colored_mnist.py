@@ -408,6 +408,14 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
+def add_palette_argument(parser):
+    """The ``--palette`` option, the same for the generator, train.py and sweep.py."""
+    parser.add_argument('--palette', choices=sorted(PALETTES), default=DEFAULT_PALETTE,
+                        help=f'mean colours of the ten classes: {DEFAULT_PALETTE} (those of the authors\' released '
+                             'files) or supplementary_names (the RGB values of the colour names in the paper\'s '
+                             'supplementary material; its files end in _supplementary_names.npy)')
+
+
 MAX_VARIANCE = 1.0
 
 
@@ -445,10 +453,7 @@ def main(argv=None):
                              'then torchvision)')
     parser.add_argument('--cache_dir', default=None,
                         help='where the verified MNIST arrays are cached (default: ~/.cache/learning-not-to-learn)')
-    parser.add_argument('--palette', choices=sorted(PALETTES), default=DEFAULT_PALETTE,
-                        help=f'mean colours of the ten classes (default: {DEFAULT_PALETTE}, those of the authors\' '
-                             'released files; supplementary_names: the RGB values of the colour names in the '
-                             'paper\'s supplementary material)')
+    add_palette_argument(parser)
     group.add_argument('--check', metavar='FILE',
                        help='compare the training split of a sigma^2 = 0.020 file with the released file\'s '
                             'per-class colour statistics and print the worst cell (exit 1 if out of tolerance)')

@@ -63,3 +63,16 @@ def assert_user_error(proc, *fragments):
     assert 'error' in proc.stderr.lower(), proc.stderr
     for frag in fragments:
         assert frag in proc.stderr, (frag, proc.stderr)
+
+
+def train_args(data_dir, save_dir, name, *extra):
+    """A train.py command line on a test data folder, no generation, no progress bars."""
+    return ['train.py', '-e', name, '--data_dir', data_dir, '--save_dir', save_dir, '--no_generate',
+            '--no_progress'] + [str(a) for a in extra]
+
+
+def popen(args):
+    """Start a Python entry point of the repository in the background (pipes for its output)."""
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    return subprocess.Popen([sys.executable] + [str(a) for a in args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL)

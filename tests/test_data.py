@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SMALL_VAR, assert_user_error, fake_mnist, run_py
+from conftest import SMALL_VAR, fake_mnist, run_py
 from dataset import colored_mnist, mnist_raw
 from dataset.tensors import color_target, load_splits, make_split, nearest_mean_color, to_gray
 from utils import UserError

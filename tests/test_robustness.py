@@ -1,29 +1,16 @@
 """Bad input, signals, kills during a save, resume mismatches and non-finite losses."""
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, SMALL_VAR, assert_user_error, fake_mnist, run_py
+from conftest import SMALL_VAR, assert_user_error, fake_mnist, popen, run_py, train_args
 from dataset import colored_mnist
 from models import ConvNet
 import trainer as T
-
-
-def _train_args(data_dir, save_dir, name, *extra):
-    return ['train.py', '-e', name, '--data_dir', data_dir, '--save_dir', save_dir, '--no_generate',
-            '--no_progress'] + [str(a) for a in extra]
-
-
-def _popen(args):
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
-    return subprocess.Popen([sys.executable] + [str(a) for a in args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL)
 
 
 def _wait_for(path, proc, timeout=120):
@@ -59,7 +46,7 @@ def test_train_rejects_bad_data_files(tmp_path, case):
         else:
             data['test_label'] = data['test_label'].astype(np.int64) - 3
         np.save(path, data, allow_pickle=True)
-    proc = run_py(_train_args(data_dir, tmp_path / 'runs', 'x', '--max_step', 1, '--dry_run'))
+    proc = run_py(train_args(data_dir, tmp_path / 'runs', 'x', '--max_step', 1, '--dry_run'))
     assert_user_error(proc, path, fragment)
 
 
@@ -87,7 +74,7 @@ def _bad_checkpoint(tmp_path, case):
 ])
 def test_bad_checkpoints(small_data_dir, tmp_path, case, fragment):
     path = _bad_checkpoint(tmp_path, case)
-    proc = run_py(_train_args(small_data_dir, tmp_path / 'runs', 'x', '--use_pretrain', '--checkpoint', path,
+    proc = run_py(train_args(small_data_dir, tmp_path / 'runs', 'x', '--use_pretrain', '--checkpoint', path,
                               '--max_step', 1, '--dry_run'))
     assert_user_error(proc, str(path), fragment)
     if case != 'other_architecture':  # test.py rebuilds the 5-class net that file describes
@@ -110,8 +97,8 @@ def test_bad_options_exit_with_usage_message(tmp_path, args, fragment):
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_and_resume_continues(small_data_dir, tmp_path, sig):
     runs = tmp_path / 'runs'
-    args = _train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', 10000)
-    proc = _popen(args)
+    args = train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', 10000)
+    proc = popen(args)
     _wait_for(runs / 'r' / 'checkpoint_last.pth', proc)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
@@ -122,7 +109,7 @@ def test_signal_saves_and_resume_continues(small_data_dir, tmp_path, sig):
     ckpt = T.read_checkpoint(str(runs / 'r' / saved[0]))
     epoch_at_stop = ckpt['epoch']
     # resume with a shorter budget: it picks up the interrupted checkpoint and finishes
-    proc = run_py(_train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', epoch_at_stop + 1,
+    proc = run_py(train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', epoch_at_stop + 1,
                               '--resume'))
     assert proc.returncode == 0, proc.stderr
     assert f'resumed from {runs / "r" / saved[0]}' in (runs / 'r' / 'train.log').read_text()
@@ -148,8 +135,8 @@ def test_kill_during_save_keeps_last_intact_checkpoint(small_data_dir, tmp_path)
         'torch.save = slow_save\n'
         'sys.argv = sys.argv[1:]\n'
         'runpy.run_path("train.py", run_name="__main__")\n')
-    args = _train_args(small_data_dir, runs, 'k', '--method', 'baseline', '--max_step', 5, '--save_step', 1)
-    proc = _popen(['-c', wrapper] + args)
+    args = train_args(small_data_dir, runs, 'k', '--method', 'baseline', '--max_step', 5, '--save_step', 1)
+    proc = popen(['-c', wrapper] + args)
     _wait_for(marker, proc)
     proc.kill()
     proc.communicate()
@@ -169,18 +156,18 @@ def test_kill_during_save_keeps_last_intact_checkpoint(small_data_dir, tmp_path)
 
 def test_resume_with_other_options_is_refused(small_data_dir, tmp_path):
     runs = tmp_path / 'runs'
-    assert run_py(_train_args(small_data_dir, runs, 'm', '--method', 'lnl', '--max_step', 1,
+    assert run_py(train_args(small_data_dir, runs, 'm', '--method', 'lnl', '--max_step', 1,
                               '--dry_run')).returncode == 0
-    proc = run_py(_train_args(small_data_dir, runs, 'm', '--method', 'baseline', '--max_step', 2, '--resume'))
+    proc = run_py(train_args(small_data_dir, runs, 'm', '--method', 'baseline', '--max_step', 2, '--resume'))
     assert_user_error(proc, 'cannot resume', "method='baseline' (checkpoint: 'lnl')")
-    proc = run_py(_train_args(small_data_dir, runs, 'm', '--method', 'lnl', '--color_var', 0.03, '--max_step', 2,
+    proc = run_py(train_args(small_data_dir, runs, 'm', '--method', 'lnl', '--color_var', 0.03, '--max_step', 2,
                               '--resume'))
     assert_user_error(proc, 'color_var=0.03 (checkpoint: 0.02)')
 
 
 def test_non_finite_loss_stops_with_message(small_data_dir, tmp_path):
     runs = tmp_path / 'runs'
-    proc = run_py(_train_args(small_data_dir, runs, 'nan', '--method', 'lnl', '--lr', '1e30', '--log_step', 1,
+    proc = run_py(train_args(small_data_dir, runs, 'nan', '--method', 'lnl', '--lr', '1e30', '--log_step', 1,
                               '--max_step', 3))
     assert_user_error(proc, 'non-finite', 'epoch 1')
     assert not (runs / 'nan' / 'done').exists()

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, SMALL_VAR, assert_user_error, fake_mnist, run_py
+from conftest import ROOT, SMALL_VAR, assert_user_error, fake_mnist, popen, run_py, train_args
 from dataset import colored_mnist
 from dataset.tensors import color_target
 from models import ConvNet
-from utils import RunLock, UserError
+from utils import RunLock
 import trainer as T
 
 
@@ -27,17 +27,6 @@ class Payload:
 
     def __reduce__(self):
         return (os.system, (f'touch {self.marker}',))
-
-
-def _train(data_dir, save_dir, name, *extra):
-    return ['train.py', '-e', name, '--data_dir', data_dir, '--save_dir', save_dir, '--no_generate',
-            '--no_progress'] + [str(a) for a in extra]
-
-
-def _popen(args):
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
-    return subprocess.Popen([sys.executable] + [str(a) for a in args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL)
 
 
 def _wait(condition, proc=None, timeout=120):
@@ -71,7 +60,7 @@ def test_data_file_with_a_payload_is_refused_and_never_runs(tmp_path):
     data = colored_mnist.generate(fake_mnist(32, 16), SMALL_VAR)
     data['extra'] = Payload(marker)
     np.save(colored_mnist.file_path(str(data_dir), SMALL_VAR), data, allow_pickle=True)
-    proc = run_py(_train(data_dir, tmp_path / 'runs', 'x', '--max_step', 1, '--dry_run'))
+    proc = run_py(train_args(data_dir, tmp_path / 'runs', 'x', '--max_step', 1, '--dry_run'))
     assert_user_error(proc, 'refused to load posix.system', 'only a dict of NumPy arrays')
     assert not marker.exists()
 
@@ -99,7 +88,7 @@ def test_checkpoint_with_a_payload_is_refused_without_the_flag(small_data_dir, t
     _evil_checkpoint(path, marker)
     proc = run_py(['test.py', '--checkpoint', path, '--color_var', SMALL_VAR, '--data_dir', small_data_dir])
     assert_user_error(proc, 'holds objects other than tensors', '--trust_checkpoint')
-    proc = run_py(_train(small_data_dir, tmp_path / 'runs', 'x', '--use_pretrain', '--checkpoint', path,
+    proc = run_py(train_args(small_data_dir, tmp_path / 'runs', 'x', '--use_pretrain', '--checkpoint', path,
                          '--max_step', 1, '--dry_run'))
     assert_user_error(proc, 'holds objects other than tensors')
     assert not marker.exists()
@@ -113,7 +102,7 @@ def test_checkpoint_with_a_payload_is_refused_without_the_flag(small_data_dir, t
 
 def test_dropped_checkpoint_in_a_run_folder_never_runs(small_data_dir, tmp_path):
     runs = tmp_path / 'runs'
-    assert run_py(_train(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', 1,
+    assert run_py(train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', 1,
                          '--dry_run')).returncode == 0
     marker = tmp_path / 'pwned'
     _evil_checkpoint(runs / 'r' / 'checkpoint_zzz.pth', marker)
@@ -124,7 +113,7 @@ def test_dropped_checkpoint_in_a_run_folder_never_runs(small_data_dir, tmp_path)
 
 def test_our_checkpoints_load_with_weights_only(small_data_dir, tmp_path):
     runs = tmp_path / 'runs'
-    assert run_py(_train(small_data_dir, runs, 'r', '--method', 'lnl', '--max_step', 1,
+    assert run_py(train_args(small_data_dir, runs, 'r', '--method', 'lnl', '--max_step', 1,
                          '--dry_run')).returncode == 0
     ckpt = torch.load(runs / 'r' / 'checkpoint_last.pth', map_location='cpu', weights_only=True)
     assert ckpt['format'] == T.CHECKPOINT_FORMAT and ckpt['options']['method'] == 'lnl'
@@ -159,10 +148,10 @@ def test_rng_state_round_trips_through_the_plain_format():
 
 def test_second_process_in_a_run_folder_refuses_with_the_holders_pid(small_data_dir, tmp_path):
     runs = tmp_path / 'runs'
-    first = _popen(_train(small_data_dir, runs, 'dup', '--method', 'lnl', '--max_step', 10000))
+    first = popen(train_args(small_data_dir, runs, 'dup', '--method', 'lnl', '--max_step', 10000))
     try:
         _wait(lambda: RunLock.holder(str(runs / 'dup')) is not None, first)
-        proc = run_py(_train(small_data_dir, runs, 'dup', '--method', 'baseline', '--max_step', 1))
+        proc = run_py(train_args(small_data_dir, runs, 'dup', '--method', 'baseline', '--max_step', 1))
         assert_user_error(proc, 'is in use by process', str(first.pid))
     finally:
         first.send_signal(signal.SIGTERM)
@@ -184,12 +173,12 @@ def test_lock_is_free_after_a_crash(tmp_path):
 
 def test_fresh_start_over_another_run_needs_overwrite(small_data_dir, tmp_path):
     runs = tmp_path / 'runs'
-    assert run_py(_train(small_data_dir, runs, 'r', '--method', 'lnl', '--max_step', 2, '--save_step', 1,
+    assert run_py(train_args(small_data_dir, runs, 'r', '--method', 'lnl', '--max_step', 2, '--save_step', 1,
                          '--dry_run')).returncode == 0
-    proc = run_py(_train(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', 1, '--dry_run'))
+    proc = run_py(train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', 1, '--dry_run'))
     assert_user_error(proc, 'already holds a run', '--resume', '--overwrite')
     assert json.loads((runs / 'r' / 'options.json').read_text())['method'] == 'lnl'
-    proc = run_py(_train(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', 1, '--dry_run',
+    proc = run_py(train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', 1, '--dry_run',
                          '--overwrite'))
     assert proc.returncode == 0, proc.stderr
     left = sorted(f for f in os.listdir(runs / 'r') if f.startswith('checkpoint_'))
@@ -205,7 +194,7 @@ def test_sigterm_to_the_sweep_stops_its_training_child_and_relaunch_resumes(smal
     out = tmp_path / 'sweep'
     args = ['sweep.py', '--color_vars', SMALL_VAR, '--methods', 'baseline', '--seeds', '1', '--out', out,
             '--data_dir', small_data_dir, '--no_probe', '--', '--max_step', 3, '--no_generate']
-    sweep = _popen(args)
+    sweep = popen(args)
     run_dir = out / 'baseline_var0.020_seed1'
     _wait(lambda: RunLock.holder(str(run_dir)) is not None and (run_dir / 'checkpoint_last.pth').exists(), sweep)
     child = int(RunLock.holder(str(run_dir)))
@@ -243,16 +232,16 @@ def test_sweep_never_starts_a_run_whose_folder_is_locked(tmp_path, monkeypatch):
 def test_resume_refuses_options_that_change_the_arithmetic(small_data_dir, tmp_path, extra, shown):
     runs = tmp_path / 'runs'
     base = ['--method', 'baseline', '--max_step', 1]
-    assert run_py(_train(small_data_dir, runs, 'r', *base)).returncode == 0
-    proc = run_py(_train(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', 2, '--resume', *extra))
+    assert run_py(train_args(small_data_dir, runs, 'r', *base)).returncode == 0
+    proc = run_py(train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', 2, '--resume', *extra))
     assert_user_error(proc, 'cannot resume', shown)
 
 
 def test_a_resumed_run_drops_its_done_marker_while_it_trains(small_data_dir, tmp_path):
     runs = tmp_path / 'runs'
-    assert run_py(_train(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', 1)).returncode == 0
+    assert run_py(train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', 1)).returncode == 0
     assert (runs / 'r' / 'done').exists()
-    proc = _popen(_train(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', 10000, '--resume'))
+    proc = popen(train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', 10000, '--resume'))
     try:
         _wait(lambda: 'resumed from' in (runs / 'r' / 'train.log').read_text(), proc)
         assert not (runs / 'r' / 'done').exists()
@@ -277,7 +266,7 @@ def test_unusable_variances_are_refused(tmp_path, args, fragment):
 def test_a_folder_where_the_data_file_belongs(tmp_path):
     data_dir = tmp_path / 'data'
     os.makedirs(colored_mnist.file_path(str(data_dir), SMALL_VAR))
-    proc = run_py(_train(data_dir, tmp_path / 'runs', 'x', '--max_step', 1))
+    proc = run_py(train_args(data_dir, tmp_path / 'runs', 'x', '--max_step', 1))
     assert_user_error(proc, 'is a folder, not a Colored-MNIST file')
 
 
@@ -302,7 +291,7 @@ def test_inputs_that_do_not_fit_the_data(tmp_path, case, fragment):
     else:
         extra = ['--n_class', 5]
     colored_mnist.save(data, colored_mnist.file_path(str(data_dir), SMALL_VAR))
-    proc = run_py(_train(data_dir, tmp_path / 'runs', 'x', '--max_step', 1, *extra))
+    proc = run_py(train_args(data_dir, tmp_path / 'runs', 'x', '--max_step', 1, *extra))
     assert_user_error(proc, fragment)
 
 
@@ -316,7 +305,7 @@ def test_num_bins_sets_the_bin_width():
 
 
 def test_num_bins_4_trains(small_data_dir, tmp_path):
-    proc = run_py(_train(small_data_dir, tmp_path / 'runs', 'x', '--method', 'lnl', '--num_bins', 4,
+    proc = run_py(train_args(small_data_dir, tmp_path / 'runs', 'x', '--method', 'lnl', '--num_bins', 4,
                          '--max_step', 1, '--dry_run'))
     assert proc.returncode == 0, proc.stderr
 
@@ -362,7 +351,7 @@ def test_printed_commands_are_quoted_and_drop_the_resume_path():
 
 def test_interrupt_hint_pastes_back(small_data_dir, tmp_path):
     runs = tmp_path / 'my runs'
-    proc = _popen(_train(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', 10000))
+    proc = popen(train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', 10000))
     _wait(lambda: (runs / 'r' / 'checkpoint_last.pth').exists(), proc)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=120)
@@ -375,7 +364,7 @@ def test_interrupt_hint_pastes_back(small_data_dir, tmp_path):
 
 def test_test_py_refuses_another_method_than_the_checkpoints(small_data_dir, tmp_path):
     runs = tmp_path / 'runs'
-    assert run_py(_train(small_data_dir, runs, 'g', '--method', 'gray', '--max_step', 1,
+    assert run_py(train_args(small_data_dir, runs, 'g', '--method', 'gray', '--max_step', 1,
                          '--dry_run')).returncode == 0
     proc = run_py(['test.py', '-e', 'g', '--save_dir', runs, '--data_dir', small_data_dir, '--method', 'baseline'])
     assert_user_error(proc, 'is a gray checkpoint', '--method baseline')
