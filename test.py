@@ -119,8 +119,9 @@ def run(args):
     dry_run = bool(opts.get('dry_run'))  # a smoke run's checkpoint: evaluated on the first images only
     print(f'checkpoint {path}; data {data_path}; records to {os.path.join(run_dir, "results.jsonl")}')
     net, h, n_class = rebuild(ckpt, path, device)
+    num_bins = ckpt.get('config', {}).get('num_bins') or 8  # h's bins, and the probe's
     splits = load_splits(data_path, gray=T.METHODS[method].gray, color_var=color_var,
-                         num_bins=ckpt.get('config', {}).get('num_bins') or 8,
+                         num_bins=num_bins,
                          which=('train', 'test') if args.probe else ('test',), palette=palette, log=print,
                          first=T.DRY_RUN_DATA if dry_run else None)
     test = splits['test'].to(device)
@@ -140,7 +141,7 @@ def run(args):
         from probe import probe_color_leakage
         train = splits['train'].to(device)
         metrics['probe_color_acc'] = probe_color_leakage(net, train, test, epochs=args.probe_epochs,
-                                                         feat_ch=net.conv2.out_channels)
+                                                         feat_ch=net.conv2.out_channels, num_bins=num_bins)
     os.makedirs(run_dir, exist_ok=True)
     png = confusion_png(res['confusion'], os.path.join(run_dir, f'confusion_{args.tag}.png'),
                         f'{method}, sigma^2={color_var:.3f}: test acc {res["acc"]:.4f}',

@@ -304,10 +304,13 @@ def test_num_bins_sets_the_bin_width():
         assert int(target[0, 0, 1, 1]) == 255  # background stays ignored
 
 
-def test_num_bins_4_trains(small_data_dir, tmp_path):
+def test_num_bins_4_trains_and_tests(small_data_dir, tmp_path):
     proc = run_py(train_args(small_data_dir, tmp_path / 'runs', 'x', '--method', 'lnl', '--num_bins', 4,
-                         '--max_step', 1, '--dry_run'))
+                             '--max_step', 1, '--dry_run'))
     assert proc.returncode == 0, proc.stderr
+    proc = run_py(['test.py', '-e', 'x', '--save_dir', tmp_path / 'runs', '--data_dir', small_data_dir, '--probe'])
+    assert proc.returncode == 0, proc.stderr
+    assert 'probe_color_acc' in proc.stdout and 'color_acc' in proc.stdout
 
 
 def test_checkpoint_whose_state_dict_is_a_tensor(small_data_dir, tmp_path):
