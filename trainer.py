@@ -364,6 +364,12 @@ def plain(value):
     return str(value)
 
 
+# What a NumPy array needs to be rebuilt from a pickle (no code runs): checkpoints of earlier versions of this
+# project hold NumPy's random state as an array.
+NUMPY_ARRAY_GLOBALS = [getattr(getattr(np, '_core', None) or np.core, 'multiarray')._reconstruct, np.ndarray,
+                       np.dtype] + [type(np.dtype(t)) for t in (np.uint32, np.uint8, np.int64, np.float64)]
+
+
 def read_checkpoint(path, trust=False, log=None):
     """Load a checkpoint file (ours or the authors') to the CPU; ``UserError`` when it is not one.
 
@@ -376,7 +382,8 @@ def read_checkpoint(path, trust=False, log=None):
         raise UserError(f'checkpoint {path} does not exist; give the path of a .pth file written by '
                         'train.py (e.g. runs/<exp_name>/checkpoint_last.pth)')
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+        with torch.serialization.safe_globals(NUMPY_ARRAY_GLOBALS):
+            ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if 'GLOBAL' not in text:  # not a pickle that asks for a class or function: a damaged file

@@ -389,3 +389,16 @@ def test_atomic_writes_flush_the_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(utils, 'fsync_dir', lambda folder: seen.append(folder))
     utils.atomic_write_text(str(tmp_path / 'f.txt'), 'x')
     assert seen == [str(tmp_path)] and (tmp_path / 'f.txt').read_text() == 'x'
+
+
+def test_checkpoints_of_earlier_versions_still_load(tmp_path):
+    # earlier versions stored NumPy's random state as (name, uint32 array, ...): a plain array, no code
+    gen = torch.Generator().manual_seed(1)
+    state = T.rng_state(gen)
+    state['numpy'] = np.random.get_state()
+    state['python'] = __import__('random').getstate()
+    path = tmp_path / 'old.pth'
+    torch.save({'format': T.CHECKPOINT_FORMAT, 'net_state_dict': ConvNet().state_dict(), 'rng': state}, path)
+    ckpt = T.read_checkpoint(str(path))
+    T.set_rng_state(ckpt['rng'], gen)
+    assert isinstance(ckpt['rng']['numpy'][1], np.ndarray)
