@@ -370,6 +370,11 @@ NUMPY_ARRAY_GLOBALS = [getattr(getattr(np, '_core', None) or np.core, 'multiarra
                        np.dtype] + [type(np.dtype(t)) for t in (np.uint32, np.uint8, np.int64, np.float64)]
 
 
+def _unreadable(path, exc):
+    first = str(exc).splitlines()[0][:120] if str(exc) else ''
+    return UserError(f'{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {first})')
+
+
 def read_checkpoint(path, trust=False, log=None):
     """Load a checkpoint file (ours or the authors') to the CPU; ``UserError`` when it is not one.
 
@@ -397,11 +402,9 @@ def read_checkpoint(path, trust=False, log=None):
         try:
             ckpt = torch.load(path, map_location='cpu', weights_only=False)
         except Exception as exc2:
-            raise UserError(f'{path} is not a readable PyTorch checkpoint ({type(exc2).__name__}: '
-                            f'{str(exc2).splitlines()[0][:120] if str(exc2) else ""})') from None
+            raise _unreadable(path, exc2) from None
     except Exception as exc:  # torch.load raises many types for a file that is not a checkpoint
-        raise UserError(f'{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: '
-                        f'{str(exc).splitlines()[0][:120] if str(exc) else ""})') from None
+        raise _unreadable(path, exc) from None
     if not isinstance(ckpt, dict) or 'net_state_dict' not in ckpt:
         raise UserError(f'{path} is not a checkpoint of this project or of the authors\' code '
                         '(no net_state_dict)')
