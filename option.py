@@ -1,43 +1,19 @@
-"""Command-line options of train.py and test.py.
+"""Command-line options of train.py.
 
 The authors' flags keep their names and meanings (``-e/--exp_name``, ``--color_var``, ``--lr``,
 ``--max_step`` in epochs, ``--checkpoint``, ``--use_pretrain``, ``--train_baseline``, ...); every constant
 of the methods is an option with the authors' value as default.
 """
-import argparse
-import math
-
+import methods
 from dataset.colored_mnist import add_palette_argument, color_variance
-from trainer import METHODS
-from utils import DATA_DIR, RUNS_DIR, Parser
-
-
-def _number(kind, low=None, low_open=True, name=''):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'{text!r} is not a valid {kind.__name__}') from None
-        if isinstance(value, float) and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f'must be a finite number, got {text}')
-        if low is not None and (value <= low if low_open else value < low):
-            raise argparse.ArgumentTypeError(f'must be {">" if low_open else ">="} {low}, got {text}')
-        return value
-    parse.__name__ = kind.__name__
-    return parse
-
-
-positive_float = _number(float, 0.0)
-nonneg_float = _number(float, 0.0, low_open=False)
-positive_int = _number(int, 0)
-nonneg_int = _number(int, 0, low_open=False)
+from utils import DATA_DIR, RUNS_DIR, Parser, nonneg_float, nonneg_int, number, positive_float, positive_int
 
 
 def build_parser(description='Learning Not to Learn on Colored-MNIST'):
     p = Parser(description=description)
     p.add_argument('-e', '--exp_name', required=True, help='experiment name: the run folder under --save_dir')
-    p.add_argument('--method', choices=sorted(METHODS), default='lnl',
-                   help='baseline, lnl (the paper), blindeye or gray (comparison rows)')
+    p.add_argument('--method', choices=methods.method_names(), default='lnl',
+                   help='lnl (the paper); baseline, blindeye and gray are its comparison rows')
     p.add_argument('--train_baseline', action='store_true', help='the authors\' flag: same as --method baseline')
 
     d = p.add_argument_group('data')
@@ -54,7 +30,8 @@ def build_parser(description='Learning Not to Learn on Colored-MNIST'):
     d.add_argument('--val_size', type=nonneg_int, default=0,
                    help='hold out this many training images for validation (the paper uses none)')
     d.add_argument('--n_class', type=positive_int, default=10, help='number of classes')
-    d.add_argument('--num_bins', type=positive_int, default=8, help='colour bins per channel that h predicts')
+    d.add_argument('--num_bins', type=number(int, 2, low_open=False, high=256), default=8,
+                   help='colour bins per channel that h predicts (a channel value v in 0..255 is bin v * num_bins // 256)')
 
     o = p.add_argument_group('optimisation')
     o.add_argument('--lr', type=positive_float, default=0.01, help='initial learning rate (authors: 0.01 baseline, 0.001 LNL)')
@@ -64,10 +41,8 @@ def build_parser(description='Learning Not to Learn on Colored-MNIST'):
     o.add_argument('--batch_size', type=positive_int, default=128, help='mini-batch size')
     o.add_argument('--momentum', type=nonneg_float, default=0.9, help='SGD momentum')
     o.add_argument('--weight_decay', type=nonneg_float, default=0.0005, help='SGD weight decay')
-    o.add_argument('--lambda', dest='lambda_', type=nonneg_float, default=0.01,
-                   help='LNL: weight of the negative-entropy (mutual-information) term')
-    o.add_argument('--mu', type=nonneg_float, default=0.1, help='LNL: gradient-reversal scale')
-    o.add_argument('--alpha', type=nonneg_float, default=1.0, help='BlindEye: weight of the confusion loss')
+    for hp in methods.hyper_parameters():  # each method's own constants, declared in its class
+        o.add_argument(hp.flag, dest=hp.dest, type=hp.type, default=hp.default, help=hp.help)
     o.add_argument('--feat_ch', type=positive_int, default=32, help='channels of f\'s feature map (h\'s input)')
 
     r = p.add_argument_group('run')

@@ -10,15 +10,18 @@ axes, and appends one JSON object (``test_acc`` = overall accuracy) to the run's
 import json
 import os
 
-import numpy as np
 import torch
 
+import checkpoint as C
+import methods
 from dataset import colored_mnist
-from dataset.tensors import load_splits, to_gray
-from models import ColorPredictor, ConvNet
 from dataset.colored_mnist import color_variance
-from utils import DATA_DIR, RUNS_DIR, Parser, UserError, append_line, atomic_path, run_main
-import trainer as T
+from dataset.tensors import DRY_RUN_DATA, load_splits, to_gray
+from evaluation import evaluate, probe_color_leakage
+from experiments.figures import confusion_png
+from models import ColorPredictor, ConvNet
+from utils import (DATA_DIR, RUNS_DIR, Parser, UserError, append_line, format_table, positive_int, resolve_device,
+                   run_main)
 
 
 def build_parser():
@@ -37,70 +40,55 @@ def build_parser():
                    help='parent folder of run folders (default: runs/ in this repository, whatever the working '
                         'folder)')
     p.add_argument('--no_generate', action='store_true', help='fail instead of generating a missing data file')
-    p.add_argument('--method', default=None, choices=sorted(T.METHODS),
+    p.add_argument('--method', default=None, choices=methods.method_names(),
                    help='method of an authors\' checkpoint (ours record it); gray evaluates the grey view')
     p.add_argument('--device', default='auto', help='auto, cpu or cuda')
-    p.add_argument('--batch_size', type=int, default=1000, help='evaluation batch size')
+    p.add_argument('--batch_size', type=positive_int, default=1000, help='evaluation batch size')
     p.add_argument('--tag', default='test', help='name of this evaluation in results.jsonl and the PNG')
     p.add_argument('--probe', action='store_true',
                    help='also run the bias-leakage probe (a fresh colour predictor on frozen f)')
-    p.add_argument('--probe_epochs', type=int, default=1, help='training epochs of the probe')
+    p.add_argument('--probe_epochs', type=positive_int, default=1, help='training epochs of the probe')
     return p
 
 
-def rebuild(ckpt, path, device):
-    """f∘g (and h when the checkpoint has a trained one) from the checkpoint's own configuration."""
+def rebuild(ckpt, path, device, method):
+    """f∘g (and h when the method has a trained one) from the checkpoint's own configuration; returns
+    ``(net, h, config)`` with the sizes used (``n_class``, ``feat_ch``, ``num_bins``)."""
     cfg = ckpt.get('config', {})
     net_sd = ckpt['net_state_dict']
-    n_class = cfg.get('n_class') or (net_sd['fc.weight'].shape[0] if 'fc.weight' in net_sd else 10)
-    feat_ch = cfg.get('feat_ch') or (net_sd['conv1.weight'].shape[0] if 'conv1.weight' in net_sd else 32)
-    net = ConvNet(num_classes=n_class, feat_ch=feat_ch)
-    T.load_net_weights(net, net_sd, path)
+    config = {'n_class': cfg.get('n_class') or (net_sd['fc.weight'].shape[0] if 'fc.weight' in net_sd else 10),
+              'feat_ch': cfg.get('feat_ch') or (net_sd['conv1.weight'].shape[0] if 'conv1.weight' in net_sd else 32),
+              'num_bins': cfg.get('num_bins') or 8}
+    net = ConvNet(num_classes=config['n_class'], feat_ch=config['feat_ch'])
+    C.load_net_weights(net, net_sd, path)
     h = None
-    if ckpt.get('h_state_dict') is not None and cfg.get('method') in ('lnl', 'blindeye'):
-        h = ColorPredictor(in_ch=feat_ch, num_bins=cfg.get('num_bins', 8))
+    if ckpt.get('h_state_dict') is not None and methods.get(method).uses_h:
+        h = ColorPredictor(in_ch=config['feat_ch'], num_bins=config['num_bins'])
         h.load_state_dict(ckpt['h_state_dict'])
         h.to(device).eval()
-    return net.to(device).eval(), h, n_class
+    return net.to(device).eval(), h, config
 
 
-def confusion_png(confusion, path, title, mean_colors=colored_mnist.MEAN_COLORS):
-    """Row-normalised confusion matrix, each digit's mean colour drawn along both axes."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    from plots import draw_confusion
-    fig, ax = plt.subplots(figsize=(5.2, 5))
-    draw_confusion(ax, confusion, title, np.asarray(mean_colors) / 255.0)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format='png', dpi=120)
-    plt.close(fig)
-    return path
-
-
-def format_table(metrics):
-    lines = [f'{"metric":<22}{"value":>8}', '-' * 30]
-    for key in ('test_acc', 'aligned_acc', 'conflicting_acc', 'color_acc', 'probe_color_acc'):
-        if key in metrics:
-            lines.append(f'{key:<22}{metrics[key]:>8.4f}')
-    lines.append('per-class: ' + ' '.join(f'{k}:{a:.3f}' for k, a in enumerate(metrics['per_class_acc'])))
-    return '\n'.join(lines)
+def metrics_table(metrics):
+    rows = [(key, f'{metrics[key]:.4f}') for key in
+            ('test_acc', 'aligned_acc', 'conflicting_acc', 'color_acc', 'probe_color_acc') if key in metrics]
+    per_class = ' '.join(f'{k}:{a:.3f}' for k, a in enumerate(metrics['per_class_acc']))
+    return format_table(['metric', 'value'], rows) + '\nper-class: ' + per_class
 
 
 def run(args):
-    device = T.resolve_device(args.device)
+    device = resolve_device(args.device)
     run_dir = os.path.join(args.save_dir, args.exp_name) if args.exp_name else None
     path = args.checkpoint
     if path is None:
         if run_dir is None:
             raise UserError('give --checkpoint PATH or -e EXP_NAME (a run folder under --save_dir)')
-        found = T.newest_checkpoint(run_dir)
+        found = C.newest_checkpoint(run_dir)
         if found is None:
             raise UserError(f'no checkpoint in {run_dir}; train first (bash train.sh) or give --checkpoint')
         path, ckpt = found
     else:
-        ckpt = T.read_checkpoint(path, trust=args.trust_checkpoint)
+        ckpt = C.read_checkpoint(path, trust=args.trust_checkpoint)
     if run_dir is None:
         run_dir = os.path.dirname(os.path.abspath(path))
     opts = ckpt.get('options', {})
@@ -109,6 +97,10 @@ def run(args):
         raise UserError(f'{path} is a {recorded} checkpoint; --method {args.method} would evaluate it on the wrong '
                         'view of the data (drop --method: the checkpoint records its own)')
     method = args.method or recorded or 'baseline'
+    if method not in methods.METHODS:
+        raise UserError(f'{path} was trained with method {method!r}, which this version does not know '
+                        f'({", ".join(methods.method_names())})')
+    gray = methods.get(method).gray
     color_var = args.color_var or opts.get('color_var')
     if color_var is None:
         raise UserError(f'{path} does not record its colour variance: give --color_var')
@@ -118,30 +110,27 @@ def run(args):
 
     dry_run = bool(opts.get('dry_run'))  # a smoke run's checkpoint: evaluated on the first images only
     print(f'checkpoint {path}; data {data_path}; records to {os.path.join(run_dir, "results.jsonl")}')
-    net, h, n_class = rebuild(ckpt, path, device)
-    num_bins = ckpt.get('config', {}).get('num_bins') or 8  # h's bins, and the probe's
-    splits = load_splits(data_path, gray=T.METHODS[method].gray, color_var=color_var,
-                         num_bins=num_bins,
+    net, h, config = rebuild(ckpt, path, device, method)
+    splits = load_splits(data_path, gray=gray, color_var=color_var, num_bins=config['num_bins'],
                          which=('train', 'test') if args.probe else ('test',), palette=palette, log=print,
-                         first=T.DRY_RUN_DATA if dry_run else None)
+                         first=DRY_RUN_DATA if dry_run else None)
     test = splits['test'].to(device)
-    res = T.evaluate(net, test, h, batch_size=args.batch_size, num_classes=n_class,
+    res = evaluate(net, test, h, batch_size=args.batch_size, num_classes=config['n_class'],
                      mean_index=splits['test'].mean_index)
     metrics = {'tag': args.tag, 'test_acc': res['acc'], 'aligned_acc': res['aligned_acc'],
                'conflicting_acc': res['conflicting_acc'], 'aligned_fraction': res['aligned_fraction'],
                'per_class_acc': res['per_class_acc'], 'confusion': res['confusion'],
                'method': method, 'color_var': color_var, 'checkpoint': os.path.abspath(path),
-               'epoch': ckpt.get('epoch', ckpt.get('step')), 'gray_input': T.METHODS[method].gray,
+               'epoch': ckpt.get('epoch', ckpt.get('step')), 'gray_input': gray,
                'mean_colors': splits['test'].mean_colors.tolist(), 'data_file': os.path.abspath(data_path)}
     if dry_run:
         metrics['dry_run'] = True
     if 'color_acc' in res:
         metrics['color_acc'] = res['color_acc']
     if args.probe:
-        from probe import probe_color_leakage
         train = splits['train'].to(device)
         metrics['probe_color_acc'] = probe_color_leakage(net, train, test, epochs=args.probe_epochs,
-                                                         feat_ch=net.conv2.out_channels, num_bins=num_bins)
+                                                         feat_ch=config['feat_ch'], num_bins=config['num_bins'])
     os.makedirs(run_dir, exist_ok=True)
     png = confusion_png(res['confusion'], os.path.join(run_dir, f'confusion_{args.tag}.png'),
                         f'{method}, sigma^2={color_var:.3f}: test acc {res["acc"]:.4f}',
@@ -159,14 +148,14 @@ def run(args):
                 if metrics.get(key) is not None:
                     w.add_scalar(f'{args.tag}/{name}', metrics[key], step)
             w.add_image(f'{args.tag}/confusion', mpimg.imread(png)[..., :3], step, dataformats='HWC')
-            shown = to_gray(test.raw[:64]) if T.METHODS[method].gray else test.raw[:64]
+            shown = to_gray(test.raw[:64]) if gray else test.raw[:64]
             grid = torch.as_tensor(shown).permute(0, 3, 1, 2)
             import torchvision
             w.add_image(f'{args.tag}/inputs', torchvision.utils.make_grid(grid, nrow=8), step)
     except OSError:
         pass  # TensorBoard events are a convenience; the JSON record and PNG are written
     print(f'{path} ({method}, sigma^2={color_var:.3f})')
-    print(format_table(metrics))
+    print(metrics_table(metrics))
     print(f'confusion matrix: {png}')
     return metrics
 

@@ -4,17 +4,23 @@ A run is one folder ``<save_dir>/<exp_name>/`` with ``options.json``, ``train.lo
 (one JSON object per epoch), TensorBoard events, checkpoints and a ``done`` marker at the end.
 """
 import glob
+import json
+import logging
 import os
 import shlex
 import sys
 
 import torch
+from tqdm.contrib.logging import logging_redirect_tqdm
 
+import checkpoint as C
+import methods
 from dataset import colored_mnist
-from dataset.tensors import load_splits
+from dataset.tensors import DRY_RUN_DATA, load_splits
 from option import get_option
-from utils import RunLock, UserError, atomic_write_text, run_main
-import trainer as T
+from trainer import Interrupted, Trainer
+from utils import (RunLock, UserError, atomic_write_text, resolve_device, resolve_precision, run_main,
+                   seed_everything)
 
 
 def prepare_data(opt):
@@ -68,10 +74,11 @@ def command_line(argv, drop_resume=False):
 def warnings_for(opt):
     """Choices that are allowed but rarely meant: one line each, before training starts."""
     out = []
-    if opt.method in ('lnl', 'blindeye') and not opt.use_pretrain and not opt.resume:
+    cls = methods.get(opt.method)
+    if cls.start_from and not opt.use_pretrain and not opt.resume:
         out.append(f'warning: --method {opt.method} from scratch at lr {opt.lr}; the paper\'s recipe starts it from a '
-                   'trained baseline at lr 0.001 (bash train.sh, or --use_pretrain --checkpoint '
-                   'runs/<baseline>/checkpoint_last.pth --lr 0.001)')
+                   f'trained {cls.start_from} at lr {cls.lr} (bash train.sh, or --use_pretrain --checkpoint '
+                   f'runs/<{cls.start_from} run>/checkpoint_last.pth --lr {cls.lr})')
     if not 0.005 <= opt.color_var <= 0.1:
         out.append(f'warning: --color_var {opt.color_var} is outside 0.005..0.1 (the paper uses 0.020..0.050): '
                    'below it every digit\'s colour is nearly constant, above it the colours of the classes overlap '
@@ -83,19 +90,33 @@ def main(argv=None):
     opt = get_option(argv)
     run_dir = os.path.join(opt.save_dir, opt.exp_name)
     lock = RunLock(run_dir).acquire()  # a second process training in this folder refuses here
+    logger = logging.getLogger(f'lnl.{run_dir}')
     try:
-        return train(opt, run_dir, argv)
+        return train(opt, run_dir, argv, logger)
     finally:
         lock.release()
-        for handler in list(T.logging.getLogger(f'lnl.{run_dir}').handlers):
+        for handler in list(logger.handlers):
             handler.close()
+            logger.removeHandler(handler)
 
 
-def train(opt, run_dir, argv):
+def setup_logger(logger, run_dir):
+    """Log to ``run_dir/train.log`` and to the console."""
+    logger.setLevel(logging.INFO)
+    logger.handlers.clear()
+    logger.propagate = False
+    fmt = logging.Formatter('%(asctime)s %(message)s', '%Y-%m-%d %H:%M:%S')
+    for handler in (logging.FileHandler(os.path.join(run_dir, 'train.log')), logging.StreamHandler(sys.stderr)):
+        handler.setFormatter(fmt)
+        logger.addHandler(handler)
+    return logger
+
+
+def train(opt, run_dir, argv, logger):
     if opt.threads:
         torch.set_num_threads(opt.threads)
-    device = T.resolve_device(opt.device)
-    T.resolve_precision(opt, device)  # before the resume check: a run records the precision it used
+    device = resolve_device(opt.device)
+    resolve_precision(opt, device)  # before the resume check: a run records the precision it used
     for line in warnings_for(opt):
         print(line, file=sys.stderr)
 
@@ -104,17 +125,17 @@ def train(opt, run_dir, argv):
         if opt.overwrite:
             raise UserError('--resume continues a run and --overwrite replaces it: give one of them')
         if opt.resume == 'auto':
-            resume = T.newest_checkpoint(run_dir)
+            resume = C.newest_checkpoint(run_dir)
             if resume is None:
                 raise UserError(f'--resume: no intact checkpoint in {run_dir}; start the run without --resume')
         else:
-            ckpt = T.read_checkpoint(opt.resume, trust=opt.trust_checkpoint)
-            if ckpt.get('format') != T.CHECKPOINT_FORMAT:
+            ckpt = C.read_checkpoint(opt.resume, trust=opt.trust_checkpoint)
+            if ckpt.get('format') != C.CHECKPOINT_FORMAT:
                 raise UserError(f'--resume {opt.resume}: not a full training checkpoint of this project '
                                 '(an authors\' file can start a run with --checkpoint and --use_pretrain)')
             resume = (opt.resume, ckpt)
         # refuse a mismatched run before spending time on the data
-        T.check_resume_options(resume[1].get('options', {}), opt, resume[0])
+        C.check_resume_options(resume[1].get('options', {}), opt, resume[0])
     else:
         earlier = previous_run(run_dir)
         if earlier and not opt.overwrite:
@@ -125,15 +146,15 @@ def train(opt, run_dir, argv):
     if opt.use_pretrain:
         if not opt.checkpoint:
             raise UserError('--use_pretrain needs --checkpoint PATH (e.g. the baseline run\'s checkpoint_last.pth)')
-        pretrain = T.read_checkpoint(opt.checkpoint, trust=opt.trust_checkpoint)
+        pretrain = C.read_checkpoint(opt.checkpoint, trust=opt.trust_checkpoint)
 
     path = prepare_data(opt)
-    T.seed_everything(opt.random_seed)
-    method_cls = T.METHODS[opt.method]
+    seed_everything(opt.random_seed)
+    method_cls = methods.get(opt.method)
     notes = []
     splits = load_splits(path, gray=method_cls.gray, val_size=opt.val_size, seed=opt.random_seed,
                          color_var=opt.color_var, palette=opt.palette, log=notes.append, num_bins=opt.num_bins,
-                         first=T.DRY_RUN_DATA if opt.dry_run else None)
+                         first=DRY_RUN_DATA if opt.dry_run else None)
     check_against_data(opt, splits)
     splits = {k: v.to(device, channels_last=opt.channels_last) for k, v in splits.items()}
 
@@ -144,27 +165,28 @@ def train(opt, run_dir, argv):
         os.remove(done_marker)  # written again when this process finishes (a resumed run may train longer)
     if resume is None:
         clear_previous_run(run_dir)  # only with --overwrite, or nothing to clear
-    logger = T.setup_logger(run_dir)
+    setup_logger(logger, run_dir)
     for note in notes:
         logger.info(note)
     logger.info(f'run folder {os.path.abspath(run_dir)}; data {os.path.abspath(path)}')
-    T.write_options(run_dir, opt)
+    atomic_write_text(os.path.join(run_dir, 'options.json'), json.dumps(vars(opt), indent=2, sort_keys=True))
     from tensorboardX import SummaryWriter
     writer = SummaryWriter(logdir=run_dir)
 
-    method = T.build_method(opt, device)
+    method = methods.build_method(opt, device)
     if pretrain is not None:
-        T.load_net_weights(method.net, pretrain['net_state_dict'], opt.checkpoint)
+        C.load_net_weights(method.net, pretrain['net_state_dict'], opt.checkpoint)
         logger.info(f'f and g initialised from {opt.checkpoint}; h starts fresh')
-    tr = T.Trainer(opt, method, splits, run_dir, logger, writer)
+    tr = Trainer(opt, method, splits, run_dir, logger, writer)
     if resume is not None:
         tr.resume(*resume)
     logger.info(f'{opt.method} on sigma^2={opt.color_var:.3f} ({path}), {len(splits["train"])} training images, '
                 f'device {device}, precision {opt.precision}, epochs {tr.start_epoch}->{opt.max_step}')
     argv_used = sys.argv if argv is None else ['train.py'] + list(argv)
     try:
-        last = tr.fit()
-    except T.Interrupted as exc:
+        with logging_redirect_tqdm(loggers=[logger]):  # log lines print above the progress bars
+            last = tr.fit()
+    except Interrupted as exc:
         logger.info(f'interrupted; state saved in {exc}. Resume with: '
                     f'{command_line(argv_used, drop_resume=True)} --resume')
         writer.close()

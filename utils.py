@@ -1,15 +1,19 @@
-"""Small helpers shared by every entry point: user-facing errors, atomic file writes, run-folder locks
-and the command-line parser."""
+"""Small helpers shared by every entry point: user-facing errors, atomic file writes, JSON-lines records,
+run-folder locks, the command-line parser and its value checks, text tables, and the device, precision and
+seeds of a run."""
 import argparse
 import contextlib
+import json
+import math
 import os
+import random
 import sys
 import tempfile
 
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 # Default folders of the data files and the runs, the same whatever the working folder: every entry point
-# (train.py, test.py, sweep.py, the generator) reads and writes the same ones unless told otherwise.
+# (train.py, test.py, the sweep, the generator) reads and writes the same ones unless told otherwise.
 DATA_DIR = os.path.join(REPO_ROOT, 'data')
 RUNS_DIR = os.path.join(REPO_ROOT, 'runs')
 
@@ -48,10 +52,37 @@ def atomic_path(path):
             os.remove(tmp)
 
 
-def atomic_write_text(path, text):
+@contextlib.contextmanager
+def atomic_open(path, mode='w', **kwargs):
+    """``open`` for writing ``path`` atomically: the file appears under its name only once it is complete
+    (text modes default to UTF-8 and ``\\n`` line ends, so files read the same on every platform)."""
+    if 'b' not in mode:
+        kwargs.setdefault('encoding', 'utf-8')
+        kwargs.setdefault('newline', '\n')
     with atomic_path(path) as tmp:
-        with open(tmp, 'w') as fh:
-            fh.write(text)
+        with open(tmp, mode, **kwargs) as fh:
+            yield fh
+
+
+def atomic_write_text(path, text):
+    with atomic_open(path) as fh:
+        fh.write(text)
+    return path
+
+
+def read_jsonl(path):
+    """The JSON objects of a JSON-lines file (``results.jsonl``), in order. Lines that do not parse (a
+    trailing line cut by a kill) and values that are not objects are skipped."""
+    records = []
+    with open(path, encoding='utf-8', errors='replace') as fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                records.append(rec)
+    return records
 
 
 def append_line(path, line):
@@ -157,10 +188,27 @@ def replace_readme_section(readme, name, body):
         raise UserError(f'{readme} has no "{begin}" ... "{end}" markers to write the {name} into')
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
-    with atomic_path(readme) as tmp:
-        with open(tmp, 'w', encoding='utf-8') as fh:
-            fh.write(head + begin + '\n' + body.strip('\n') + '\n' + end + tail)
-    return readme
+    return atomic_write_text(readme, head + begin + '\n' + body.strip('\n') + '\n' + end + tail)
+
+
+def format_table(header, rows, title=None, align=None):
+    """A plain-text table with padded columns (``align``: one of 'l'/'r' per column; default: first column
+    left, the others right), under an optional title line."""
+    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    align = align or 'l' + 'r' * (len(header) - 1)
+
+    def line(row):
+        return '  '.join(c.ljust(w) if a == 'l' else c.rjust(w) for c, w, a in zip(row, widths, align)).rstrip()
+    out = ([title] if title else []) + [line(cells[0]), '  '.join('-' * w for w in widths)]
+    return '\n'.join(out + [line(r) for r in cells[1:]])
+
+
+def markdown_table(header, rows, align=None):
+    """The same table in Markdown."""
+    align = align or 'l' + 'r' * (len(header) - 1)
+    out = ['| ' + ' | '.join(map(str, header)) + ' |', '|' + '|'.join('---' if a == 'l' else '---:' for a in align) + '|']
+    return '\n'.join(out + ['| ' + ' | '.join(map(str, r)) + ' |' for r in rows])
 
 
 class _DefaultsFormatter(argparse.HelpFormatter):
@@ -207,3 +255,88 @@ class Parser(argparse.ArgumentParser):
             message = message + ' (' + '; '.join(hints) + ')'
         message = re.sub(r'\s+', ' ', message)
         super().error(message)
+
+
+# -- value checks of command-line options ------------------------------------------------------------
+
+def number(kind, low=None, low_open=True, high=None):
+    """An argparse ``type``: a finite ``kind`` (int or float) above ``low`` (or at least ``low`` when not
+    ``low_open``) and at most ``high``."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not a valid {kind.__name__}') from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f'must be a finite number, got {text}')
+        if low is not None and (value <= low if low_open else value < low):
+            raise argparse.ArgumentTypeError(f'must be {">" if low_open else ">="} {low}, got {text}')
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f'must be <= {high}, got {text}')
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+positive_float = number(float, 0.0)
+nonneg_float = number(float, 0.0, low_open=False)
+positive_int = number(int, 0)
+nonneg_int = number(int, 0, low_open=False)
+
+
+# -- device, precision and seeds of a run ------------------------------------------------------------
+
+def resolve_device(name):
+    import torch
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if name.startswith('cuda') and not torch.cuda.is_available():
+        raise UserError(f'--device {name} was asked for but CUDA is not available; use --device cpu')
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f'--device {name} is not a device; use auto, cpu, cuda or cuda:N') from None
+
+
+def cpu_features():
+    """The CPU's feature flags (``/proc/cpuinfo`` on Linux; empty elsewhere)."""
+    try:
+        with open('/proc/cpuinfo') as fh:
+            for line in fh:
+                if line.startswith('flags'):
+                    return set(line.split(':', 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+NATIVE_BF16_CPU_FLAGS = ('amx_bf16', 'avx512_bf16')
+
+
+def native_bf16(device):
+    """Whether ``device`` computes bfloat16 natively: a CUDA device that supports it, or a CPU with AMX or
+    AVX512-BF16 (elsewhere bf16 autocast is emulated and slower than fp32)."""
+    import torch
+    if device.type == 'cuda':
+        return torch.cuda.is_bf16_supported()
+    if device.type == 'cpu':
+        return any(f in cpu_features() for f in NATIVE_BF16_CPU_FLAGS)
+    return False
+
+
+def resolve_precision(opt, device):
+    """Turn ``--precision auto`` into fp32 or bf16 for ``device``; ``opt.amp`` follows (bf16 autocast)."""
+    if not hasattr(opt, 'precision_requested'):
+        opt.precision_requested = getattr(opt, 'precision', None) or 'auto'
+    if getattr(opt, 'precision', None) in (None, 'auto'):
+        opt.precision = 'bf16' if native_bf16(device) else 'fp32'
+    opt.amp = opt.precision == 'bf16'
+    return opt.precision
+
+
+def seed_everything(seed):
+    import numpy as np
+    import torch
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)

@@ -28,24 +28,8 @@ mkdir -p "$OUT"
 "$PYTHON" benchmarks/speed.py --device cuda --data_dir "$DATA_DIR" --compile --json "$OUT/speed_compile.json" \
   | tee "$OUT/speed_compile.txt"
 
-COMMON=(--color_var 0.020 --max_step "$EPOCHS" --data_dir "$DATA_DIR" --save_dir "$OUT/runs" --device cuda
-        --random_seed 1 --no_progress)
-"$PYTHON" train.py -e baseline "${COMMON[@]}" --method baseline --lr 0.01
-"$PYTHON" train.py -e gray "${COMMON[@]}" --method gray --lr 0.01
-for m in lnl blindeye; do
-  "$PYTHON" train.py -e "$m" "${COMMON[@]}" --method "$m" --lr 0.001 \
-    --use_pretrain --checkpoint "$OUT/runs/baseline/checkpoint_last.pth"
-done
-for m in baseline gray lnl blindeye; do
-  "$PYTHON" test.py -e "$m" --data_dir "$DATA_DIR" --save_dir "$OUT/runs" --device cuda
-done
-"$PYTHON" - "$OUT/runs" <<'PY' | tee "$OUT/short_runs.txt"
-import json, os, sys
-root = sys.argv[1]
-print(f'{"method":10} {"epochs":>6} {"s/epoch":>8} {"test_acc":>9}')
-for m in ('baseline', 'gray', 'lnl', 'blindeye'):
-    recs = [json.loads(l) for l in open(os.path.join(root, m, 'results.jsonl')) if l.strip()]
-    times = [r['epoch_time_s'] for r in recs if 'epoch_time_s' in r]
-    test = [r['test_acc'] for r in recs if 'test_acc' in r]
-    print(f'{m:10} {len(times):6d} {sum(times) / len(times):8.2f} {test[-1]:9.4f}')
-PY
+# the four methods for a few epochs through the sweep (baseline and Gray, then LNL and BlindEye from the baseline),
+# then the table, which also prints the seconds per epoch of each method
+"$PYTHON" -m experiments.sweep --color_vars 0.020 --seeds 1 --out "$OUT/runs" --data_dir "$DATA_DIR" --launcher local \
+  -- --max_step "$EPOCHS" --device cuda
+"$PYTHON" -m experiments.collect_results "$OUT/runs" --no_plot | tee "$OUT/short_runs.txt"

@@ -64,14 +64,16 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
-import trainer as T  # noqa: E402
+import methods  # noqa: E402
+from trainer import Trainer  # noqa: E402
 from dataset import colored_mnist  # noqa: E402
 from dataset.tensors import IGNORE, MEAN, STD, make_split  # noqa: E402
 from models import color_loss  # noqa: E402
 from option import get_option  # noqa: E402
 
 BIN_WIDTH = 32  # the authors' colour bins: value // 32
-from utils import Parser, UserError, atomic_path, replace_readme_section, run_main  # noqa: E402
+from utils import (Parser, UserError, atomic_write_text, nonneg_int, positive_int, replace_readme_section,  # noqa: E402
+                   resolve_device, run_main, seed_everything)
 
 EPOCH_IMAGES = 60000
 BATCH_SIZE = 128
@@ -147,7 +149,7 @@ class AuthorsStyleDataset(Dataset):
 
 class AuthorsLNLStep:
     """LNL's update as the authors' trainer computes it, on the networks and optimisers of a project
-    :class:`trainer.LNL` (``lnl``). Step 1: f, g on CE + lambda * mean(sum p log p) of each head's
+    :class:`methods.LNL` (``lnl``). Step 1: f, g on CE + lambda * mean(sum p log p) of each head's
     softmax, h left trainable (its weight gradients are computed, then zeroed unused); step 2: the
     whole net forward (logits unused), h through the gradient-reversal layer, all optimisers step."""
 
@@ -168,7 +170,7 @@ class AuthorsLNLStep:
         m.optimizers['net'].step()
         m.zero_grad()
         feat, _ = m.net(images)  # the authors' step 2 runs g as well; its logits go unused
-        loss_color = color_loss(m.h(T.grad_reverse(feat, opt.mu)), colors)
+        loss_color = color_loss(m.h(methods.grad_reverse(feat, opt.mu)), colors)
         loss_color.backward()
         m.optimizers['net'].step()
         m.optimizers['h'].step()
@@ -202,7 +204,7 @@ class Ours:
     """
 
     def __init__(self, opt, method, split, device):
-        self.trainer = T.Trainer(opt, method, {'train': split}, run_dir=None, logger=None)
+        self.trainer = Trainer(opt, method, {'train': split}, run_dir=None, logger=None)
         self.split, self.device = split, device
         self.n_batches = split.num_batches(opt.batch_size)
         self.order, self.pos = None, 0
@@ -308,8 +310,8 @@ def build(name, device, args, reference=False):
     if not reference:
         argv += ['--amp'] * args.amp + ['--compile'] * args.compile
     opt = get_option(argv)
-    T.seed_everything(0)
-    method = T.build_method(opt, device)
+    seed_everything(0)
+    method = methods.build_method(opt, device)
     if reference and name == 'lnl':
         method = AuthorsLNLStep(method)
     return opt, method
@@ -408,23 +410,23 @@ def build_parser():
                                             'authors\' pipeline')
     p.add_argument('--quick', action='store_true', help='fewer rounds and iterations (a couple of minutes on a CPU)')
     p.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
-    p.add_argument('--iters', type=int, default=None,
+    p.add_argument('--iters', type=positive_int, default=None,
                    help='timed iterations per pipeline and method, over all rounds (default 120, --quick 60)')
-    p.add_argument('--rounds', type=int, default=None, help='interleaved rounds (default 20, --quick 10)')
-    p.add_argument('--warmup', type=int, default=None,
+    p.add_argument('--rounds', type=positive_int, default=None, help='interleaved rounds (default 20, --quick 10)')
+    p.add_argument('--warmup', type=nonneg_int, default=None,
                    help='untimed iterations per pipeline and method first (default 5, --quick 3)')
     p.add_argument('--methods', nargs='+', choices=METHOD_NAMES, default=list(METHOD_NAMES))
     p.add_argument('--amp', action='store_true', help='bfloat16 autocast for ours and floor')
     p.add_argument('--compile', action='store_true', help='torch.compile f and g for ours and floor')
     p.add_argument('--no_channels_last', dest='channels_last', action='store_false',
                    help='ours and floor in the default memory layout')
-    p.add_argument('--threads', type=int, default=None, help='CPU threads for PyTorch (default: PyTorch\'s)')
-    p.add_argument('--num_workers', type=int, default=4,
+    p.add_argument('--threads', type=positive_int, default=None, help='CPU threads for PyTorch (default: PyTorch\'s)')
+    p.add_argument('--num_workers', type=nonneg_int, default=4,
                    help="DataLoader workers of the reference (default 4, the authors' default)")
     p.add_argument('--data_dir', default=os.path.join(ROOT, 'data'),
                    help=f'folder holding {colored_mnist.file_name(COLOR_VAR)}')
     p.add_argument('--synthetic', action='store_true', help='synthetic data even when the real file is there')
-    p.add_argument('--n_images', type=int, default=None, help='use only this many training images')
+    p.add_argument('--n_images', type=positive_int, default=None, help='use only this many training images')
     p.add_argument('--json', default=None, help='also write the JSON result to this file')
     p.add_argument('--readme', default=None, metavar='README',
                    help='also write the command and table between the <!-- speed:begin/end --> markers')
@@ -440,8 +442,6 @@ def parse_args(argv=None):
     args.iters = defaults[0] if args.iters is None else args.iters
     args.rounds = defaults[1] if args.rounds is None else args.rounds
     args.warmup = defaults[2] if args.warmup is None else args.warmup
-    if args.iters < 1 or args.rounds < 1 or args.warmup < 0 or args.num_workers < 0:
-        raise UserError('--iters and --rounds must be >= 1, --warmup and --num_workers >= 0')
     if args.n_images is not None and args.n_images < BATCH_SIZE:
         raise UserError(f'--n_images must be at least the batch size {BATCH_SIZE}')
     args.rounds = min(args.rounds, args.iters)
@@ -454,7 +454,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = T.resolve_device(args.device or 'auto')
+    device = resolve_device(args.device or 'auto')
 
     def log(msg):
         print(f'[speed] {msg}', file=sys.stderr, flush=True)
@@ -467,9 +467,7 @@ def main(argv=None):
     print(report(res, data_desc))
     line = json.dumps(res)
     if args.json:
-        with atomic_path(args.json) as tmp:
-            with open(tmp, 'w') as fh:
-                fh.write(line + '\n')
+        atomic_write_text(args.json, line + '\n')
     if args.readme:
         cmd = 'python benchmarks/speed.py ' + ' '.join(a for a in (argv if argv is not None else sys.argv[1:])
                                                         if not a.startswith('--readme') and a != args.readme)

@@ -18,6 +18,7 @@ STD = (0.2023, 0.1994, 0.2010)
 LUMA = (0.299, 0.587, 0.114)
 IGNORE = 255
 NUM_BINS = 8
+DRY_RUN_DATA = (1024, 256)  # training and test images a --dry_run loads (the first ones of the file)
 
 
 def normalize(images_uint8_nhwc):

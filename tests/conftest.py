@@ -49,11 +49,51 @@ def real_mnist():
     return load_mnist(log=lambda *a: None)
 
 
-def run_py(args, timeout=300, **kw):
-    """Run a Python entry point of the repository as a user would; returns CompletedProcess."""
+def run_subprocess(args, timeout=300, **kw):
+    """Run a Python entry point of the repository in its own interpreter, as a user would; returns
+    CompletedProcess. Each entry point has one test that goes this way (see test_entry_points.py)."""
     env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
     return subprocess.run([sys.executable] + [str(a) for a in args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env=env, stdin=subprocess.DEVNULL, **kw)
+
+
+# The command-line entry points and the module whose main(argv) each runs.
+ENTRY_POINTS = {('train.py',): 'train', ('test.py',): 'test', ('benchmarks/speed.py',): 'benchmarks.speed',
+                ('-m', 'experiments.sweep'): 'experiments.sweep',
+                ('-m', 'experiments.collect_results'): 'experiments.collect_results',
+                ('-m', 'dataset.colored_mnist'): 'dataset.colored_mnist'}
+
+
+def run_py(args, timeout=300, **kw):
+    """Run an entry point's ``main(argv)`` in this process, the way ``utils.run_main`` runs it from the
+    command line (a ``UserError`` is ``error: ...`` on stderr and exit status 2), from the repository
+    folder; returns a CompletedProcess. Anything else (``-c`` code, extra subprocess arguments) runs in
+    a subprocess."""
+    args = [str(a) for a in args]
+    key = next((k for k in ENTRY_POINTS if tuple(args[:len(k)]) == k), None)
+    if key is None or kw:
+        return run_subprocess(args, timeout=timeout, **kw)
+    import contextlib
+    import importlib
+    import io
+    from utils import UserError
+    module = importlib.import_module(ENTRY_POINTS[key])
+    out, err = io.StringIO(), io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                module.main(args[len(key):])
+                code = 0
+            except UserError as exc:
+                print(f'error: {exc}', file=sys.stderr)
+                code = 2
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        os.chdir(cwd)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def assert_user_error(proc, *fragments):

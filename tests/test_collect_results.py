@@ -1,35 +1,28 @@
-"""Golden-file test of collect_results.py on hand-made run folders (tests/data/collect/).
+"""Golden-file test of experiments.collect_results on hand-made run folders (tests/data/collect/).
 
 The fixture: Baseline and LNL at sigma^2 0.020 and 0.050 with seeds 1 and 2, Gray at 0.020 with one
 seed (in a sub-folder, its options.json without color_var), an LNL run with no test record yet, and an
 LNL run evaluated twice whose results.jsonl ends with a truncated record.
 
 After a deliberate change of the output format, regenerate the golden files from a copy:
-``cp -r tests/data/collect /tmp/c && python collect_results.py /tmp/c`` and, once the numbers are
+``cp -r tests/data/collect /tmp/c && python -m experiments.collect_results /tmp/c`` and, once the numbers are
 checked, copy ``/tmp/c/fig4.md`` and ``/tmp/c/fig4.csv`` to ``tests/data/collect/expected_fig4.*``.
 """
 import csv
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURE = os.path.join(ROOT, 'tests', 'data', 'collect')
-SCRIPT = os.path.join(ROOT, 'collect_results.py')
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from conftest import ROOT, run_py
+from experiments import collect_results, records, report
 
-import collect_results as C  # noqa: E402
+FIXTURE = os.path.join(ROOT, 'tests', 'data', 'collect')
 
 
 def run_script(*args):
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE='1', MPLBACKEND='Agg')
-    return subprocess.run([sys.executable, SCRIPT, *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, encoding='utf-8', timeout=120)
+    return run_py(['-m', 'experiments.collect_results', *args])
 
 
 @pytest.fixture
@@ -93,19 +86,19 @@ def test_one_cell_computed_independently(collected):
 
 
 def test_load_and_aggregate_in_process(runs_dir):
-    runs = C.load_runs(runs_dir)
+    runs = records.load_runs(runs_dir)
     names = [r['name'] for r in runs]
     assert 'extra/gray_var0.020_seed1' in names and len(runs) == 10
     gray = next(r for r in runs if r['method'] == 'gray')
     assert gray['color_var'] == '0.020'
-    agg = C.aggregate(runs)
+    agg = records.aggregate(runs)
     assert agg['incomplete'] == ['lnl_var0.050_seed3']
     assert agg['color_vars'] == ['0.020', '0.050']
     cell = agg['cells'][('gray', '0.020')]
     assert cell['n'] == 1 and cell['std'] is None and cell['mean'] == pytest.approx(0.8410)
-    assert C.to_csv(agg) == read(os.path.join(FIXTURE, 'expected_fig4.csv'))
-    assert C.to_markdown(agg) == read(os.path.join(FIXTURE, 'expected_fig4.md'))
-    table = C.format_table(agg)
+    assert report.to_csv(agg) == read(os.path.join(FIXTURE, 'expected_fig4.csv'))
+    assert report.to_markdown(agg) == read(os.path.join(FIXTURE, 'expected_fig4.md'))
+    table = report.to_text(agg)
     assert [line.split()[0] for line in table.splitlines()[3:7]] == ['Baseline', 'BlindEye', 'Gray', 'LNL']
 
 
@@ -147,7 +140,7 @@ def test_readme_section(runs_dir, tmp_path):
     assert 'Budget: CPU, 2 epochs.' in body
     assert 'python sweep.py --out X' in body
     # the collect command is shown without the texts of --command and --budget
-    line = next(ln for ln in body.splitlines() if ln.startswith('python collect_results.py'))
+    line = next(ln for ln in body.splitlines() if ln.startswith('python -m experiments.collect_results'))
     assert '--budget' not in line and '--command' not in line and '--readme' in line
     assert '![fig4.png](docs/fig4.png)' in body
     assert (tmp_path / 'docs' / 'fig4.png').is_file()
@@ -177,7 +170,7 @@ def test_readme_other_section(runs_dir, tmp_path):
 
 
 def test_methods_option_keeps_only_those_rows(runs_dir, tmp_path):
-    C.main([str(runs_dir), '--no_plot', '--methods', 'baseline', 'gray', '--out_prefix', str(tmp_path / 'f')])
+    collect_results.main([str(runs_dir), '--no_plot', '--methods', 'baseline', 'gray', '--out_prefix', str(tmp_path / 'f')])
     text = (tmp_path / 'f.md').read_text()
     assert '| Baseline |' in text and '| Gray |' in text
     assert '| LNL |' not in text and '| BlindEye |' not in text and 'LNL: probe' not in text

@@ -108,15 +108,16 @@ def test_stats_estimator_borrows_from_the_next_channel():
     assert est.tolist() == [[128, 60, 128], [10, 20, 30]]
 
 
-def test_check_flag_prints_the_worst_cell(tmp_path, real_020):
+def test_check_flag_prints_the_worst_cell(tmp_path, real_020, monkeypatch):
     _, data = real_020
+    shown = {'data': data}  # what the file holds; read in memory rather than written as a 170 MB file
+    monkeypatch.setattr(colored_mnist, 'load', lambda path, color_var=None: shown['data'])
     path = tmp_path / 'mnist_10color_jitter_var_0.020.npy'
-    colored_mnist.save(data, str(path))
     proc = run_py(['-m', 'dataset.colored_mnist', '--check', path])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert 'worst mean: digit' in proc.stdout and 'within tolerance' in proc.stdout
-    bad = dict(data, train_image=np.where(data['train_image'] > 0, data['train_image'] // 2 + 1, 0).astype(np.uint8))
-    colored_mnist.save(bad, str(path))
+    shown['data'] = dict(data, train_image=np.where(data['train_image'] > 0, data['train_image'] // 2 + 1, 0)
+                         .astype(np.uint8))
     proc = run_py(['-m', 'dataset.colored_mnist', '--check', path])
     assert proc.returncode == 1 and 'OUT OF TOLERANCE' in proc.stdout, proc.stdout + proc.stderr
 
@@ -336,13 +337,14 @@ def test_cache_is_verified_and_written_atomically(tmp_path, real_mnist, monkeypa
     assert all((again[k] == arrays[k]).all() for k in mnist_raw.KEYS)
 
 
-def test_generator_cli(tmp_path):
+def test_generator_cli(tmp_path, monkeypatch):
+    monkeypatch.setattr(colored_mnist, 'load_mnist', lambda **kw: fake_mnist(200, 100))
     proc = run_py(['-m', 'dataset.colored_mnist', '--color_var', '0.045', '--data_dir', tmp_path, '--seed', '4'])
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / 'mnist_10color_jitter_var_0.045.npy'
-    assert out.exists() and str(out) in proc.stdout
+    assert out.exists() and str(out) in proc.stdout and 'sha256' in proc.stdout
     d = colored_mnist.load(str(out))
-    assert d['train_image'].shape == (60000, 28, 28, 3) and d['test_image'].shape == (10000, 28, 28, 3)
+    assert d['train_image'].shape == (200, 28, 28, 3) and d['test_image'].shape == (100, 28, 28, 3)
 
 
 def test_generator_cli_rejects_bad_variance(tmp_path):

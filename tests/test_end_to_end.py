@@ -103,16 +103,20 @@ def test_train_sh_and_test_sh(small_data_dir, tmp_path):
     import subprocess
     import sys
     from conftest import ROOT
+    from experiments.sweep import run_name
     env = dict(os.environ, DATA_DIR=str(small_data_dir), SAVE_DIR=str(tmp_path / 'runs'), PYTHON=sys.executable,
-               OMP_NUM_THREADS='1')
+               OMP_NUM_THREADS='1', COLOR_VAR='0.02')
     proc = subprocess.run(['bash', 'train.sh', '--max_step', '1', '--dry_run', '--no_generate', '--no_progress'],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
-    for run in ('baseline_var_0.020', 'lnl_var_0.020'):
+    # the run folders are named as the sweep names them
+    assert sorted(os.listdir(tmp_path / 'runs')) == [run_name('baseline', 0.02, 1), run_name('lnl', 0.02, 1)] == \
+        ['baseline_var0.020_seed1', 'lnl_var0.020_seed1']
+    for run in os.listdir(tmp_path / 'runs'):
         recs = _records(tmp_path / 'runs' / run)
         assert 'test_acc' in recs[-1], run
-    assert 'initialised from' in (tmp_path / 'runs' / 'lnl_var_0.020' / 'train.log').read_text()
-    proc = subprocess.run(['bash', 'test.sh', str(tmp_path / 'runs' / 'lnl_var_0.020' / 'checkpoint_last.pth')],
+    assert 'initialised from' in (tmp_path / 'runs' / 'lnl_var0.020_seed1' / 'train.log').read_text()
+    proc = subprocess.run(['bash', 'test.sh', str(tmp_path / 'runs' / 'lnl_var0.020_seed1' / 'checkpoint_last.pth')],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     assert 'test_acc' in proc.stdout and 'conflicting_acc' in proc.stdout

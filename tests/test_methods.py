@@ -4,9 +4,11 @@ import copy
 import pytest
 import torch
 
-from models import ColorPredictor, ConvNet, neg_entropy
+from models import ColorPredictor, ConvNet, color_loss, neg_entropy
 from option import get_option
-import trainer as T
+import checkpoint
+import methods
+import trainer
 
 
 def _opt(method, *extra):
@@ -48,10 +50,10 @@ def test_authors_initialisation():
     assert torch.equal(net.bn0.weight, torch.ones(3)) and torch.equal(net.bn0.bias, torch.zeros(3))
 
 
-@pytest.mark.parametrize('method', sorted(T.METHODS))
+@pytest.mark.parametrize('method', sorted(methods.METHODS))
 def test_three_updates_move_the_right_parameters(method):
     torch.manual_seed(0)
-    m = T.build_method(_opt(method), torch.device('cpu'))
+    m = methods.build_method(_opt(method), torch.device('cpu'))
     net0, h0 = _params(m.net), _params(m.h)
     for i in range(3):
         out = m.update(*_batch(seed=i))
@@ -67,13 +69,14 @@ def test_three_updates_move_the_right_parameters(method):
 
 def test_lnl_step1_leaves_h_unchanged_step2_moves_h_and_f_not_g():
     torch.manual_seed(0)
-    m = T.build_method(_opt('lnl'), torch.device('cpu'))
+    m = methods.build_method(_opt('lnl'), torch.device('cpu'))
     x, colors, labels = _batch()
     m.update(x, colors, labels)  # momentum buffers exist for every parameter afterwards
     h0, f0, g0 = _params(m.h), [p.clone() for p in m.net.f_parameters()], [p.clone() for p in m.net.g_parameters()]
     m.unlearn_step(x, labels)
     assert all(torch.equal(a, b) for a, b in zip(h0, m.h.parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(f0, m.net.f_parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(g0, m.net.g_parameters()))  # step 1 moves g too
     f1, g1 = [p.clone() for p in m.net.f_parameters()], [p.clone() for p in m.net.g_parameters()]
     m.color_step(x, colors)
     assert all(_moved(h0, m.h))
@@ -82,27 +85,52 @@ def test_lnl_step1_leaves_h_unchanged_step2_moves_h_and_f_not_g():
 
 
 def test_lnl_color_step_gives_f_the_reversed_gradient():
-    """f's gradient in step 2 is -mu times the gradient of h's loss with respect to f."""
+    """Step 2 (``color_step``) moves f by +lr * mu * (the gradient of h's colour loss with respect to f), the
+    reversed and scaled gradient, moves h by -lr * its own gradient, and leaves g alone (plain SGD here)."""
     torch.manual_seed(0)
-    opt = _opt('lnl', '--mu', '0.3')
-    m = T.build_method(opt, torch.device('cpu'))
+    lr, mu = 0.05, 0.3
+    m = methods.build_method(_opt('lnl', '--mu', str(mu), '--momentum', '0', '--weight_decay', '0'),
+                             torch.device('cpu'))
     m.train(True)
     x, colors, _ = _batch()
-    grads = {}
-    for sign, fn in (('plain', lambda f: f), ('reversed', lambda f: T.grad_reverse(f, 0.3))):
-        m.zero_grad()
-        h_copy = copy.deepcopy(m.h)
-        from models import color_loss
-        color_loss(h_copy(fn(m.net.f(x))), colors).backward()
-        grads[sign] = [p.grad.clone() for p in m.net.f_parameters()]
-    for a, b in zip(grads['plain'], grads['reversed']):
-        assert torch.allclose(b, -0.3 * a, atol=1e-6)
+    net, h = copy.deepcopy(m.net), copy.deepcopy(m.h)  # the same loss without reversal, on copies
+    color_loss(h(net.f(x)), colors).backward()
+    f_grad = [p.grad.clone() for p in net.f_parameters()]
+    h_grad = [p.grad.clone() for p in h.parameters()]
+    f0, h0 = [p.clone() for p in m.net.f_parameters()], _params(m.h)
+    g0 = [p.clone() for p in m.net.g_parameters()]
+    out = m.color_step(x, colors)
+    assert set(out) == {'loss_color', 'color_acc'}
+    assert all(gr.abs().max() > 0 for gr in f_grad)
+    for p, p0, gr in zip(m.net.f_parameters(), f0, f_grad):
+        assert torch.allclose(p, p0 + lr * mu * gr, atol=1e-7)
+    for p, p0, gr in zip(m.h.parameters(), h0, h_grad):
+        assert torch.allclose(p, p0 - lr * gr, atol=1e-7)
+    assert all(torch.equal(a, b) for a, b in zip(g0, m.net.g_parameters()))
+
+
+def test_old_lambda_schedule_state_resumes_as_step_lr():
+    """Checkpoints of earlier versions hold a LambdaLR state; the StepLR of today reads it and continues."""
+    m = methods.build_method(_opt('lnl', '--lr_decay_period', '2', '--lr_decay_rate', '0.5'), torch.device('cpu'))
+    old_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.05)
+    old = torch.optim.lr_scheduler.LambdaLR(old_opt, lambda epoch: 0.5 ** (epoch // 2))
+    for _ in range(3):
+        old_opt.step()
+        old.step()
+    m.optimizers['net'].param_groups[0]['lr'] = old_opt.param_groups[0]['lr']  # as the optimiser state restores it
+    m.schedulers['net'].load_state_dict(old.state_dict())
+    seen = []
+    for _ in range(3):
+        seen.append(m.lr_now())
+        m.optimizers['net'].step()
+        m.schedulers['net'].step()
+    assert seen == pytest.approx([0.025, 0.0125, 0.0125])
 
 
 def test_grad_reverse_backward():
     x = torch.randn(4, 5, requires_grad=True)
     up = torch.randn(4, 5)
-    y = T.grad_reverse(x, 0.1)
+    y = methods.grad_reverse(x, 0.1)
     assert torch.equal(y, x)
     y.backward(up)
     assert torch.allclose(x.grad, -0.1 * up)
@@ -122,7 +150,7 @@ def test_neg_entropy_finite_when_h_is_certain():
 
 def test_blindeye_confusion_loss_is_log_bins_at_uniform():
     torch.manual_seed(0)
-    m = T.build_method(_opt('blindeye'), torch.device('cpu'))
+    m = methods.build_method(_opt('blindeye'), torch.device('cpu'))
     for head in m.h.heads:
         torch.nn.init.zeros_(head.pred_conv2.weight)
         torch.nn.init.zeros_(head.pred_conv2.bias)
@@ -131,10 +159,10 @@ def test_blindeye_confusion_loss_is_log_bins_at_uniform():
 
 
 def test_schedule_and_sgd_settings():
-    m = T.build_method(_opt('lnl', '--lr_decay_period', '2', '--lr_decay_rate', '0.5'), torch.device('cpu'))
+    m = methods.build_method(_opt('lnl', '--lr_decay_period', '2', '--lr_decay_rate', '0.5'), torch.device('cpu'))
     seen = []
     for _ in range(5):
-        seen.append(m.lr())
+        seen.append(m.lr_now())
         m.update(*_batch())  # an epoch's optimiser steps come before the scheduler's
         m.step_schedulers()
     assert seen == pytest.approx([0.05, 0.05, 0.025, 0.025, 0.0125])
@@ -144,22 +172,22 @@ def test_schedule_and_sgd_settings():
 
 def test_checkpoint_round_trip(tmp_path):
     torch.manual_seed(0)
-    m = T.build_method(_opt('lnl'), torch.device('cpu'))
+    m = methods.build_method(_opt('lnl'), torch.device('cpu'))
     m.update(*_batch())
     m.step_schedulers()
     gen = torch.Generator().manual_seed(3)
-    path = T.save_checkpoint(str(tmp_path / 'c.pth'), m, 1, gen)
-    ckpt = T.read_checkpoint(path)
+    path = checkpoint.save_checkpoint(str(tmp_path / 'c.pth'), m, 1, gen)
+    ckpt = checkpoint.read_checkpoint(path)
     assert ckpt['epoch'] == 1 and ckpt['options']['method'] == 'lnl'
     assert set(ckpt) >= {'net_state_dict', 'h_state_dict', 'optimizers', 'schedulers', 'rng', 'optim_state_dict'}
-    m2 = T.build_method(_opt('lnl'), torch.device('cpu'))
-    tr = T.Trainer(m2.opt, m2, {}, str(tmp_path), __import__('logging').getLogger('t'))
+    m2 = methods.build_method(_opt('lnl'), torch.device('cpu'))
+    tr = trainer.Trainer(m2.opt, m2, {}, str(tmp_path), __import__('logging').getLogger('t'))
     tr.resume(path, ckpt)
     for a, b in zip(m.net.state_dict().values(), m2.net.state_dict().values()):
         assert torch.equal(a, b)
     for a, b in zip(m.h.state_dict().values(), m2.h.state_dict().values()):
         assert torch.equal(a, b)
-    assert m2.lr() == m.lr()
+    assert m2.lr_now() == m.lr_now()
     assert torch.equal(tr.batch_gen.get_state(), gen.get_state())
     x = _batch(seed=5)
     torch.manual_seed(1)
@@ -174,9 +202,9 @@ def test_loads_authors_state_dict(tmp_path):
     sd = {'step': 90, 'net_state_dict': authors.state_dict(),
           'optim_state_dict': torch.optim.SGD(authors.parameters(), lr=0.1).state_dict()}
     torch.save(sd, tmp_path / 'checkpoint_step_0090.pth')
-    ckpt = T.read_checkpoint(str(tmp_path / 'checkpoint_step_0090.pth'))
+    ckpt = checkpoint.read_checkpoint(str(tmp_path / 'checkpoint_step_0090.pth'))
     net = ConvNet()
-    T.load_net_weights(net, ckpt['net_state_dict'], 'x')
+    checkpoint.load_net_weights(net, ckpt['net_state_dict'], 'x')
     for a, b in zip(net.state_dict().values(), authors.state_dict().values()):
         assert torch.equal(a, b)
 

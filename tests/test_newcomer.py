@@ -12,7 +12,7 @@ from conftest import ROOT, SMALL_VAR, assert_user_error, run_py
 
 @pytest.fixture(scope='module')
 def smoke(tmp_path_factory):
-    """``sweep.py --smoke`` on a small data file, once for the module."""
+    """``python -m experiments.sweep --smoke`` on a small data file, once for the module."""
     from conftest import fake_mnist
     from dataset import colored_mnist
     base = tmp_path_factory.mktemp('smoke')
@@ -20,7 +20,7 @@ def smoke(tmp_path_factory):
     colored_mnist.save(colored_mnist.generate(fake_mnist(), SMALL_VAR, seed=3),
                        colored_mnist.file_path(str(data_dir), SMALL_VAR))
     out = base / 'smoke'
-    proc = run_py(['sweep.py', '--smoke', '--out', out, '--data_dir', data_dir])
+    proc = run_py(['-m', 'experiments.sweep', '--smoke', '--out', out, '--data_dir', data_dir])
     return proc, out
 
 
@@ -41,7 +41,7 @@ def test_smoke_numbers_never_reach_a_readme(smoke, tmp_path):
     _, out = smoke
     readme = tmp_path / 'README.md'
     readme.write_text('<!-- results:begin -->\n<!-- results:end -->\n')
-    proc = run_py(['collect_results.py', out, '--out_prefix', tmp_path / 'f', '--readme', readme])
+    proc = run_py(['-m', 'experiments.collect_results', out, '--out_prefix', tmp_path / 'f', '--readme', readme])
     assert_user_error(proc, 'smoke runs', 'not written into a README')
     assert readme.read_text() == '<!-- results:begin -->\n<!-- results:end -->\n'
 
@@ -77,7 +77,7 @@ def test_lnl_from_scratch_and_odd_variances_are_warned_about():
 
 
 def test_default_folders_do_not_depend_on_the_working_folder():
-    import sweep
+    from experiments import sweep
     import test as test_py
     from option import get_option
     opt = get_option(['-e', 'x'])
@@ -88,7 +88,7 @@ def test_default_folders_do_not_depend_on_the_working_folder():
 
 
 def test_help_texts():
-    out = run_py(['sweep.py', '--help']).stdout
+    out = run_py(['-m', 'experiments.sweep', '--help']).stdout
     for flag in ('--color_vars', '--methods', '--seeds', '--launcher', '--smoke'):
         block = out.split(flag, 1)[1].split('\n  --', 1)[0]
         assert len(block.split()) > 3, (flag, block)
@@ -98,7 +98,7 @@ def test_help_texts():
 
 
 def test_misplaced_and_misspelled_flags_get_a_hint(tmp_path):
-    proc = run_py(['sweep.py', '--out', tmp_path, '--dry_run'])
+    proc = run_py(['-m', 'experiments.sweep', '--out', tmp_path, '--dry_run'])
     assert_user_error(proc, 'unrecognized arguments: --dry_run', 'go after a lone --')
     proc = run_py(['train.py', '-e', 'x', '--max-step', '3'])
     assert_user_error(proc, '--max-step: did you mean --max_step?')

@@ -5,31 +5,31 @@ import torch
 
 from conftest import run_py
 from option import get_option
-import trainer as T
+import utils
 
 
 def test_auto_picks_bf16_only_where_the_cpu_has_it(monkeypatch):
     cpu = torch.device('cpu')
-    monkeypatch.setattr(T, 'cpu_features', lambda: {'avx2', 'avx512f', 'avx512_bf16'})
+    monkeypatch.setattr(utils, 'cpu_features', lambda: {'avx2', 'avx512f', 'avx512_bf16'})
     opt = get_option(['-e', 'x', '--precision', 'auto'])
-    assert T.resolve_precision(opt, cpu) == 'bf16' and opt.amp and opt.precision_requested == 'auto'
-    monkeypatch.setattr(T, 'cpu_features', lambda: {'avx2', 'amx_bf16'})
-    assert T.resolve_precision(get_option(['-e', 'x', '--precision', 'auto']), cpu) == 'bf16'
-    monkeypatch.setattr(T, 'cpu_features', lambda: {'avx2', 'avx512f'})
+    assert utils.resolve_precision(opt, cpu) == 'bf16' and opt.amp and opt.precision_requested == 'auto'
+    monkeypatch.setattr(utils, 'cpu_features', lambda: {'avx2', 'amx_bf16'})
+    assert utils.resolve_precision(get_option(['-e', 'x', '--precision', 'auto']), cpu) == 'bf16'
+    monkeypatch.setattr(utils, 'cpu_features', lambda: {'avx2', 'avx512f'})
     opt = get_option(['-e', 'x', '--precision', 'auto'])
-    assert T.resolve_precision(opt, cpu) == 'fp32' and not opt.amp
+    assert utils.resolve_precision(opt, cpu) == 'fp32' and not opt.amp
 
 
 def test_explicit_choices_and_the_amp_alias(monkeypatch):
-    monkeypatch.setattr(T, 'cpu_features', lambda: set())
+    monkeypatch.setattr(utils, 'cpu_features', lambda: set())
     cpu = torch.device('cpu')
-    assert T.resolve_precision(get_option(['-e', 'x']), cpu) == 'fp32'  # the default until parity is shown
+    assert utils.resolve_precision(get_option(['-e', 'x']), cpu) == 'fp32'  # the default until parity is shown
     opt = get_option(['-e', 'x', '--amp'])
-    assert T.resolve_precision(opt, cpu) == 'bf16' and opt.amp and opt.precision_requested == 'bf16'
+    assert utils.resolve_precision(opt, cpu) == 'bf16' and opt.amp and opt.precision_requested == 'bf16'
     opt = get_option(['-e', 'x', '--precision', 'bf16'])
-    assert T.resolve_precision(opt, cpu) == 'bf16' and opt.amp
+    assert utils.resolve_precision(opt, cpu) == 'bf16' and opt.amp
     # resolving twice (train.py, then build_method) keeps what was asked for
-    T.resolve_precision(opt, cpu)
+    utils.resolve_precision(opt, cpu)
     assert opt.precision_requested == 'bf16'
 
 

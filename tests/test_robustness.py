@@ -10,7 +10,7 @@ import torch
 from conftest import SMALL_VAR, assert_user_error, fake_mnist, popen, run_py, train_args
 from dataset import colored_mnist
 from models import ConvNet
-import trainer as T
+import checkpoint
 
 
 def _wait_for(path, proc, timeout=120):
@@ -106,7 +106,7 @@ def test_signal_saves_and_resume_continues(small_data_dir, tmp_path, sig):
     assert 'Traceback' not in err and '--resume' in err
     saved = [f for f in os.listdir(runs / 'r') if '_batch_' in f]
     assert len(saved) == 1
-    ckpt = T.read_checkpoint(str(runs / 'r' / saved[0]))
+    ckpt = checkpoint.read_checkpoint(str(runs / 'r' / saved[0]))
     epoch_at_stop = ckpt['epoch']
     # resume with a shorter budget: it picks up the interrupted checkpoint and finishes
     proc = run_py(train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', epoch_at_stop + 1,
@@ -145,10 +145,10 @@ def test_kill_during_save_keeps_last_intact_checkpoint(small_data_dir, tmp_path)
     # the checkpoints of epoch 1 exist and load; the one being written never got its final name
     assert intact == ['checkpoint_epoch_0001.pth', 'checkpoint_last.pth']
     for f in intact:
-        assert T.read_checkpoint(str(run / f))['epoch'] == 1
+        assert checkpoint.read_checkpoint(str(run / f))['epoch'] == 1
     proc = run_py(args + ['--resume'])
     assert proc.returncode == 0, proc.stderr
-    assert T.read_checkpoint(str(run / 'checkpoint_last.pth'))['epoch'] == 5
+    assert checkpoint.read_checkpoint(str(run / 'checkpoint_last.pth'))['epoch'] == 5
     assert not [f for f in os.listdir(run) if f.endswith('.tmp')]
     lines = (run / 'results.jsonl').read_text().splitlines()
     assert [int(__import__('json').loads(x)['epoch']) for x in lines] == [1, 2, 3, 4, 5]

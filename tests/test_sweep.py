@@ -1,38 +1,37 @@
-"""sweep.py with its launchers, relaunching, and collect_results.py on what it produced."""
+"""experiments.sweep with its launchers, relaunching, and experiments.collect_results on what it produced."""
 import json
 import os
 
 import pytest
 
 from conftest import assert_user_error, run_py
-import sweep
+from experiments import sweep
 
 
 def _sweep(small_data_dir, out, launcher, *extra, methods=('baseline', 'lnl')):
-    return run_py(['sweep.py', '--color_vars', '0.020', '--methods', *methods, '--seeds', '1',
+    return run_py(['-m', 'experiments.sweep', '--color_vars', '0.020', '--methods', *methods, '--seeds', '1',
                    '--out', out, '--data_dir', small_data_dir, '--launcher', launcher, *extra,
                    '--', '--dry_run', '--max_step', '2'], timeout=600)
 
 
 def test_local_sweep_relaunch_and_collect(small_data_dir, tmp_path):
     out = tmp_path / 'sweep'
-    proc = _sweep(small_data_dir, out, 'local')
+    proc = _sweep(small_data_dir, out, 'local', methods=('baseline',))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert sorted(os.listdir(out)) == ['baseline_var0.020_seed1', 'lnl_var0.020_seed1']
-    lnl_log = (out / 'lnl_var0.020_seed1' / 'train.log').read_text()
-    assert 'baseline_var0.020_seed1/checkpoint_last.pth' in lnl_log  # pretrained from its baseline
+    assert sorted(os.listdir(out)) == ['baseline_var0.020_seed1']
     last = [json.loads(x) for x in (out / 'baseline_var0.020_seed1' / 'results.jsonl').read_text().splitlines()][-1]
     assert 'test_acc' in last and 'probe_color_acc' in last
 
     # a relaunch skips finished runs; a half-finished one (no done marker) is resumed
-    os.remove(out / 'lnl_var0.020_seed1' / 'done')
-    proc = _sweep(small_data_dir, out, 'local')
+    proc = _sweep(small_data_dir, out, 'local', methods=('baseline',))
+    assert proc.returncode == 0 and 'skipped    baseline_var0.020_seed1' in proc.stdout, proc.stderr
+    os.remove(out / 'baseline_var0.020_seed1' / 'done')
+    proc = _sweep(small_data_dir, out, 'local', methods=('baseline',))
     assert proc.returncode == 0, proc.stderr
-    assert 'skipped    baseline_var0.020_seed1' in proc.stdout
-    assert 'finished   lnl_var0.020_seed1' in proc.stdout
-    assert 'resumed from' in (out / 'lnl_var0.020_seed1' / 'train.log').read_text()
+    assert 'finished   baseline_var0.020_seed1' in proc.stdout
+    assert 'resumed from' in (out / 'baseline_var0.020_seed1' / 'train.log').read_text()
 
-    proc = run_py(['collect_results.py', out])
+    proc = run_py(['-m', 'experiments.collect_results', out])
     assert proc.returncode == 0, proc.stderr
     assert '[paper 0.4055]' in proc.stdout and '[paper 0.8185]' in proc.stdout
     for name in ('fig4.md', 'fig4.csv', 'fig4.png'):
@@ -69,5 +68,5 @@ def test_multi_gpu_launcher_assigns_one_device_per_run(small_data_dir, tmp_path,
 
 
 def test_sweep_needs_baseline_for_pretrained_methods(tmp_path):
-    proc = run_py(['sweep.py', '--methods', 'lnl', '--out', tmp_path, '--seeds', '1'])
+    proc = run_py(['-m', 'experiments.sweep', '--methods', 'lnl', '--out', tmp_path, '--seeds', '1'])
     assert_user_error(proc, 'add baseline to --methods')

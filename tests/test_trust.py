@@ -16,7 +16,8 @@ from dataset import colored_mnist
 from dataset.tensors import color_target
 from models import ConvNet
 from utils import RunLock
-import trainer as T
+import checkpoint
+import trainer
 
 
 class Payload:
@@ -116,7 +117,7 @@ def test_our_checkpoints_load_with_weights_only(small_data_dir, tmp_path):
     assert run_py(train_args(small_data_dir, runs, 'r', '--method', 'lnl', '--max_step', 1,
                          '--dry_run')).returncode == 0
     ckpt = torch.load(runs / 'r' / 'checkpoint_last.pth', map_location='cpu', weights_only=True)
-    assert ckpt['format'] == T.CHECKPOINT_FORMAT and ckpt['options']['method'] == 'lnl'
+    assert ckpt['format'] == checkpoint.CHECKPOINT_FORMAT and ckpt['options']['method'] == 'lnl'
     assert isinstance(ckpt['rng']['numpy']['keys'], torch.Tensor)
 
 
@@ -130,16 +131,16 @@ def test_authors_checkpoint_format_loads_with_weights_only(tmp_path):
     torch.save({'step': 90, 'optim_state_dict': opt.state_dict(),
                 'net_state_dict': collections.OrderedDict(net.state_dict())}, path,
                _use_new_zipfile_serialization=False)
-    ckpt = T.read_checkpoint(str(path))
+    ckpt = checkpoint.read_checkpoint(str(path))
     assert ckpt['step'] == 90 and set(ckpt['net_state_dict']) == set(net.state_dict())
 
 
 def test_rng_state_round_trips_through_the_plain_format():
     gen = torch.Generator().manual_seed(3)
     np.random.seed(5)
-    state = T.rng_state(gen)
+    state = checkpoint.rng_state(gen)
     a = (np.random.rand(3), torch.rand(2), torch.randint(0, 100, (3,), generator=gen))
-    T.set_rng_state(state, gen)
+    checkpoint.set_rng_state(state, gen)
     b = (np.random.rand(3), torch.rand(2), torch.randint(0, 100, (3,), generator=gen))
     assert np.array_equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
 
@@ -185,14 +186,14 @@ def test_fresh_start_over_another_run_needs_overwrite(small_data_dir, tmp_path):
     assert left == ['checkpoint_epoch_0001.pth', 'checkpoint_last.pth']  # the LNL run's epoch 2 is gone
     recs = [json.loads(x) for x in (runs / 'r' / 'results.jsonl').read_text().splitlines()]
     assert [r['epoch'] for r in recs] == [1]
-    assert T.read_checkpoint(str(runs / 'r' / 'checkpoint_last.pth'))['options']['method'] == 'baseline'
+    assert checkpoint.read_checkpoint(str(runs / 'r' / 'checkpoint_last.pth'))['options']['method'] == 'baseline'
 
 
 # -- 3. a killed sweep ---------------------------------------------------------------------------------
 
 def test_sigterm_to_the_sweep_stops_its_training_child_and_relaunch_resumes(small_data_dir, tmp_path):
     out = tmp_path / 'sweep'
-    args = ['sweep.py', '--color_vars', SMALL_VAR, '--methods', 'baseline', '--seeds', '1', '--out', out,
+    args = ['-m', 'experiments.sweep', '--color_vars', SMALL_VAR, '--methods', 'baseline', '--seeds', '1', '--out', out,
             '--data_dir', small_data_dir, '--no_probe', '--', '--max_step', 3, '--no_generate']
     sweep = popen(args)
     run_dir = out / 'baseline_var0.020_seed1'
@@ -213,7 +214,7 @@ def test_sigterm_to_the_sweep_stops_its_training_child_and_relaunch_resumes(smal
 
 
 def test_sweep_never_starts_a_run_whose_folder_is_locked(tmp_path, monkeypatch):
-    import sweep
+    from experiments import sweep
     run_dir = tmp_path / 'baseline_var0.020_seed1'
     lock = RunLock(str(run_dir)).acquire()
     try:
@@ -325,7 +326,7 @@ def test_collect_results_rejects_a_non_numeric_accuracy(tmp_path):
     run.mkdir(parents=True)
     (run / 'options.json').write_text(json.dumps({'method': 'baseline', 'color_var': 0.02, 'random_seed': 1}))
     (run / 'results.jsonl').write_text(json.dumps({'tag': 'test', 'test_acc': 'high'}) + '\n')
-    proc = run_py(['collect_results.py', tmp_path / 'sweep'])
+    proc = run_py(['-m', 'experiments.collect_results', tmp_path / 'sweep'])
     assert_user_error(proc, "test_acc = 'high', not a number")
 
 
@@ -377,10 +378,10 @@ def test_a_diverging_checkpoint_is_not_called_good():
     class M:
         net = ConvNet()
         h = torch.nn.Linear(2, 2)
-    assert T.weights_healthy(M)
+    assert trainer.weights_healthy(M)
     with torch.no_grad():
         M.net.conv1.weight[0, 0, 0, 0] = 1.6e9
-    assert not T.weights_healthy(M)
+    assert not trainer.weights_healthy(M)
 
 
 def test_atomic_writes_flush_the_folder(tmp_path, monkeypatch):
@@ -394,11 +395,11 @@ def test_atomic_writes_flush_the_folder(tmp_path, monkeypatch):
 def test_checkpoints_of_earlier_versions_still_load(tmp_path):
     # earlier versions stored NumPy's random state as (name, uint32 array, ...): a plain array, no code
     gen = torch.Generator().manual_seed(1)
-    state = T.rng_state(gen)
+    state = checkpoint.rng_state(gen)
     state['numpy'] = np.random.get_state()
     state['python'] = __import__('random').getstate()
     path = tmp_path / 'old.pth'
-    torch.save({'format': T.CHECKPOINT_FORMAT, 'net_state_dict': ConvNet().state_dict(), 'rng': state}, path)
-    ckpt = T.read_checkpoint(str(path))
-    T.set_rng_state(ckpt['rng'], gen)
+    torch.save({'format': checkpoint.CHECKPOINT_FORMAT, 'net_state_dict': ConvNet().state_dict(), 'rng': state}, path)
+    ckpt = checkpoint.read_checkpoint(str(path))
+    checkpoint.set_rng_state(ckpt['rng'], gen)
     assert isinstance(ckpt['rng']['numpy'][1], np.ndarray)

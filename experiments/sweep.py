@@ -1,17 +1,19 @@
 """Sweep sigma^2 x method x seed, on this machine, over its GPUs, or on a Slurm cluster.
 
-    python sweep.py --color_vars 0.020 0.035 0.050 --methods baseline lnl blindeye gray --seeds 1 2 3 \\
-        --out sweeps/fig4 --data_dir data --launcher local -- --max_step 100
+    python -m experiments.sweep --color_vars 0.020 0.035 0.050 --methods baseline lnl blindeye gray \\
+        --seeds 1 2 3 --out sweeps/fig4 --launcher local -- --max_step 100
 
-Every run gets its own folder ``<out>/<method>_var<sigma^2>_seed<seed>`` (a normal run folder of train.py).
-A run whose ``done`` marker and test record exist is skipped when the sweep is relaunched; a half-finished
-one is resumed from its newest intact checkpoint. LNL and BlindEye start from the baseline run of the same
-sigma^2 and seed (the authors' recipe: baseline at lr 0.01, then unlearning at lr 0.001), so baselines
-and Gray runs form the first phase and the others the second. After training, each run is evaluated by
-test.py (``--probe`` for baseline and LNL: the bias-leakage probe). Arguments after ``--`` go to train.py.
-``collect_results.py <out>`` turns the folder into the Fig. 4 table and plot.
+Every run gets its own folder ``<out>/<method>_var<sigma^2>_seed<seed>`` (a normal run folder of train.py;
+train.sh names its runs the same way). A run whose ``done`` marker and test record exist is skipped when the
+sweep is relaunched; a half-finished one is resumed from its newest intact checkpoint. A method that starts
+from another (``start_from`` in its class: LNL and BlindEye start from the baseline run of the same sigma^2
+and seed, the authors' recipe) runs in the second phase, at its own learning rate (the class's ``lr``:
+0.01 for the baseline and Gray, 0.001 for the unlearning). After training, each run is evaluated by test.py
+(``--probe`` for the methods whose class says ``probed``). Arguments after ``--`` go to train.py.
+``python -m experiments.collect_results <out>`` turns the folder into the Fig. 4 table and plot.
 """
-import json
+import contextlib
+import importlib
 import os
 import shlex
 import signal
@@ -19,38 +21,38 @@ import subprocess
 import sys
 import time
 
+import methods
 from dataset.colored_mnist import PAPER_VARIANCES, add_palette_argument, color_variance
-from utils import DATA_DIR, RUNS_DIR, Parser, RunLock, UserError, run_main
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-PRETRAINED = ('lnl', 'blindeye')      # start from the baseline of the same sigma^2 and seed
-PROBED = ('baseline', 'lnl')          # the bias-leakage probe is reported for these
+from utils import (DATA_DIR, REPO_ROOT, RUNS_DIR, Parser, RunLock, UserError, positive_float, positive_int,
+                   read_jsonl, run_main)
 
 
 def run_name(method, color_var, seed):
-    return f'{method}_var{color_var:.3f}_seed{seed}'
+    """The run folder's name; train.sh names its runs the same way."""
+    return f'{method}_var{float(color_var):.3f}_seed{seed}'
 
 
 def make_specs(args):
     """One dict per run, in an order where every pretrained start comes after its baseline."""
     specs = []
-    methods = list(dict.fromkeys(args.methods))
+    chosen = list(dict.fromkeys(args.methods))
     for phase in (0, 1):
         for cv in args.color_vars:
             for seed in args.seeds:
-                for m in methods:
-                    if (m in PRETRAINED) != bool(phase):
+                for m in chosen:
+                    cls = methods.get(m)
+                    if bool(cls.start_from) != bool(phase):
                         continue
                     name = run_name(m, cv, seed)
-                    lr = args.unlearn_lr if m in PRETRAINED else args.baseline_lr
+                    lr = learning_rate(cls, args)
                     train = ['-e', name, '--method', m, '--color_var', f'{cv:.3f}', '--random_seed', str(seed),
                              '--lr', str(lr), '--save_dir', args.out, '--data_dir', args.data_dir,
                              '--no_progress', '--palette', args.palette]
-                    if m in PRETRAINED:
-                        base = os.path.join(args.out, run_name('baseline', cv, seed), 'checkpoint_last.pth')
+                    if cls.start_from:
+                        base = os.path.join(args.out, run_name(cls.start_from, cv, seed), 'checkpoint_last.pth')
                         train += ['--use_pretrain', '--checkpoint', base]
                     test = ['-e', name, '--save_dir', args.out, '--data_dir', args.data_dir]
-                    if m in PROBED and not args.no_probe:
+                    if cls.probed and not args.no_probe:
                         test += ['--probe']
                     specs.append({'name': name, 'method': m, 'color_var': cv, 'seed': seed, 'phase': phase,
                                   'run_dir': os.path.join(args.out, name),
@@ -58,18 +60,15 @@ def make_specs(args):
     return specs
 
 
+def learning_rate(cls, args):
+    """The run's learning rate: the method's own (its class's ``lr``) unless the sweep overrides it."""
+    override = args.unlearn_lr if cls.start_from else args.baseline_lr
+    return cls.lr if override is None else override
+
+
 def has_test_record(run_dir):
     path = os.path.join(run_dir, 'results.jsonl')
-    if not os.path.exists(path):
-        return False
-    with open(path) as fh:
-        for line in fh:
-            try:
-                if 'test_acc' in json.loads(line):
-                    return True
-            except json.JSONDecodeError:
-                continue
-    return False
+    return os.path.exists(path) and any('test_acc' in rec for rec in read_jsonl(path))
 
 
 def status(spec):
@@ -103,8 +102,6 @@ def forward_signal(signum, frame):
 
 def run_in_process(script, argv, log):
     """``script``'s ``main(argv)`` in this process, its output into ``log``; returns an exit status."""
-    import contextlib
-    import importlib
     module = importlib.import_module(os.path.splitext(script)[0])
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
@@ -139,7 +136,7 @@ def execute(spec, env=None, in_process=False, fresh=False):
     steps.append(['test.py'] + spec['test'])
     with open(log, 'a') as fh:
         for script, *rest in steps:
-            cmd = [sys.executable, os.path.join(HERE, script)] + rest
+            cmd = [sys.executable, os.path.join(REPO_ROOT, script)] + rest
             fh.write(f'$ {shlex.join(cmd)}\n')
             fh.flush()
             if in_process:
@@ -147,7 +144,7 @@ def execute(spec, env=None, in_process=False, fresh=False):
                 if rc != 0:
                     return f'failed ({script} exit {rc}, see {log})'
                 continue
-            child = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=HERE, env=env,
+            child = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env,
                                      stdin=subprocess.DEVNULL)
             CHILDREN.add(child)
             try:
@@ -165,7 +162,8 @@ def execute(spec, env=None, in_process=False, fresh=False):
 
 # -- launchers -------------------------------------------------------------------------------------
 
-def launch_local(phases, bar, in_process=False):
+def launch_local(phases, bar, args, in_process=False):
+    """One run after another on this machine, each in its own process."""
     results = {}
     for phase in phases:
         for spec in phase:
@@ -175,8 +173,15 @@ def launch_local(phases, bar, in_process=False):
     return results
 
 
-def launch_multi_gpu(phases, bar, gpus):
+def launch_in_process(phases, bar, args):
+    """One run after another in this process (the smoke run; methods registered only in this process);
+    every run starts afresh."""
+    return launch_local(phases, bar, args, in_process=True)
+
+
+def launch_multi_gpu(phases, bar, args):
     """One run per visible GPU at a time; a phase finishes before the next starts."""
+    gpus = visible_gpus()
     if not gpus:
         raise UserError('--launcher multi_gpu found no GPU (set CUDA_VISIBLE_DEVICES or use --launcher local)')
     from concurrent.futures import ThreadPoolExecutor
@@ -239,40 +244,52 @@ def visible_gpus():
         return []
 
 
-EPILOG = ('Arguments after a lone -- go to every train.py call, e.g. `-- --max_step 10 --amp`. '
-          'python sweep.py --smoke checks the whole pipeline (data, four methods, test.py, table, figures) in '
+LAUNCHERS = {
+    'local': (launch_local, 'one run after another on this machine'),
+    'inprocess': (launch_in_process, 'one run after another inside this process, each started afresh'),
+    'multi_gpu': (launch_multi_gpu, 'one run per visible GPU at a time'),
+    'slurm': (launch_submitit, 'one Slurm job per run through submitit'),
+    'submitit_local': (launch_submitit, 'submitit\'s local executor'),
+}
+SIGNAL_FORWARDING = ('local', 'multi_gpu')  # launchers whose children the sweep stops itself
+
+EPILOG = ('Arguments after a lone -- go to every train.py call, e.g. `-- --max_step 10 --precision bf16`. '
+          'python -m experiments.sweep --smoke checks the whole pipeline (data, four methods, test.py, table, figures) in '
           'seconds.')
 
 
 def build_parser():
     p = Parser(description='Train and evaluate sigma^2 x method x seed (the Fig. 4 grid); relaunching the same '
                            'command skips finished runs and resumes interrupted ones.',
-               epilog=EPILOG, epilog_hint='options for train.py go after a lone --, e.g. sweep.py ... -- --dry_run')
+               epilog=EPILOG, epilog_hint='options for train.py go after a lone --, e.g. experiments.sweep ... -- --dry_run')
     p.add_argument('--color_vars', type=color_variance, nargs='+', default=list(PAPER_VARIANCES), metavar='SIGMA2',
                    help='colour variances sigma^2 (the paper: 0.020 0.025 ... 0.050)')
-    p.add_argument('--methods', nargs='+', default=['baseline', 'lnl', 'blindeye', 'gray'],
-                   choices=['baseline', 'lnl', 'blindeye', 'gray'], metavar='METHOD',
-                   help='methods: baseline, lnl, blindeye, gray (lnl and blindeye start from the baseline run)')
+    names = methods.method_names()
+    starting = ', '.join(f'{m} starts from the {methods.METHODS[m].start_from} run' for m in names
+                         if methods.METHODS[m].start_from)
+    p.add_argument('--methods', nargs='+', default=names, choices=names, metavar='METHOD',
+                   help=f'methods: {", ".join(names)} ({starting})')
     p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3], metavar='SEED',
                    help='values of train.py --random_seed, one run per seed')
     p.add_argument('--out', default=None, help='folder of the run folders (required, except with --smoke)')
     p.add_argument('--data_dir', default=DATA_DIR,
                    help='folder of the data files, generated when missing (default: data/ in this repository)')
     add_palette_argument(p)
-    p.add_argument('--launcher', choices=['local', 'multi_gpu', 'slurm', 'submitit_local'], default='local',
-                   help='local: one run after another on this machine; multi_gpu: one run per visible GPU at a '
-                        'time; slurm: one job per run through submitit; submitit_local: submitit\'s local executor')
-    p.add_argument('--baseline_lr', type=float, default=0.01, help='lr of baseline and gray runs')
-    p.add_argument('--unlearn_lr', type=float, default=0.001, help='lr of lnl and blindeye runs (from the baseline)')
+    p.add_argument('--launcher', choices=list(LAUNCHERS), default='local',
+                   help='; '.join(f'{k}: {v[1]}' for k, v in LAUNCHERS.items()))
+    p.add_argument('--baseline_lr', type=positive_float, default=None,
+                   help='lr of the runs that start from scratch (default: each method\'s own, 0.01)')
+    p.add_argument('--unlearn_lr', type=positive_float, default=None,
+                   help='lr of the runs that start from a baseline (default: each method\'s own, 0.001)')
     p.add_argument('--no_probe', action='store_true', help='skip the bias-leakage probe after training')
-    p.add_argument('--timeout_min', type=int, default=24 * 60, help='submitit: time limit of one job')
+    p.add_argument('--timeout_min', type=positive_int, default=24 * 60, help='submitit: time limit of one job')
     p.add_argument('--partition', default=None, help='slurm partition')
-    p.add_argument('--gpus_per_job', type=int, default=1, help='slurm: GPUs per job')
-    p.add_argument('--cpus_per_job', type=int, default=4, help='slurm: CPU cores per job')
+    p.add_argument('--gpus_per_job', type=positive_int, default=1, help='slurm: GPUs per job')
+    p.add_argument('--cpus_per_job', type=positive_int, default=4, help='slurm: CPU cores per job')
     p.add_argument('--list', action='store_true', help='print the runs and their state, run nothing')
     p.add_argument('--smoke', action='store_true',
-                   help='the install check: sigma^2 = 0.020, the four methods, seed 1, train.py --dry_run '
-                        '--max_step 2 in this process, test.py, then the table and figures of collect_results.py '
+                   help='the install check: sigma^2 = 0.020, every method, seed 1, train.py --dry_run '
+                        '--max_step 2 in this process, test.py, then the table and figures of collect_results '
                         '(default --out: runs/smoke in this repository; replaced on every call)')
     return p
 
@@ -285,15 +302,16 @@ def parse(argv=None):
         argv, train_args = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
     if args.smoke:
-        args.color_vars, args.methods, args.seeds = [0.020], ['baseline', 'lnl', 'blindeye', 'gray'], [1]
+        args.color_vars, args.methods, args.seeds = [0.020], methods.method_names(), [1]
         args.out = args.out or os.path.join(RUNS_DIR, 'smoke')
         args.launcher = 'inprocess'
         train_args = ['--dry_run', '--max_step', '2'] + train_args
     elif args.out is None:
         raise UserError('--out FOLDER is required (where the run folders go), e.g. --out sweeps/fig4')
-    needed = [m for m in args.methods if m in PRETRAINED]
-    if needed and 'baseline' not in args.methods:
-        raise UserError(f'{", ".join(needed)} start from the baseline run: add baseline to --methods')
+    for m in args.methods:
+        base = methods.get(m).start_from
+        if base and base not in args.methods:
+            raise UserError(f'{m} starts from the {base} run: add {base} to --methods')
     args.train_args = train_args
     args.out = os.path.abspath(args.out)
     args.data_dir = os.path.abspath(args.data_dir)
@@ -315,16 +333,16 @@ def main(argv=None):
     phases = [[s for s in specs if s['phase'] == p] for p in (0, 1)]
     from tqdm import tqdm
     t0 = time.time()
-    if args.launcher in ('local', 'multi_gpu'):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, forward_signal)
-    with tqdm(total=len(specs), desc='sweep', unit='run', dynamic_ncols=True) as bar:
-        if args.launcher in ('local', 'inprocess'):
-            results = launch_local(phases, bar, in_process=args.launcher == 'inprocess')
-        elif args.launcher == 'multi_gpu':
-            results = launch_multi_gpu(phases, bar, visible_gpus())
-        else:
-            results = launch_submitit(phases, bar, args)
+    STOP['signal'] = None
+    previous = {}
+    if args.launcher in SIGNAL_FORWARDING:
+        previous = {sig: signal.signal(sig, forward_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with tqdm(total=len(specs), desc='sweep', unit='run', dynamic_ncols=True) as bar:
+            results = LAUNCHERS[args.launcher][0](phases, bar, args)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     failed = {k: v for k, v in results.items() if v.startswith('failed')}
     for name, res in results.items():
         print(f'{res:10s} {name}')
@@ -333,7 +351,7 @@ def main(argv=None):
               'same command to resume', file=sys.stderr)
         sys.exit(128 + STOP['signal'])
     if args.smoke and not failed:
-        import collect_results
+        from experiments import collect_results
         prefix = os.path.join(args.out, 'fig4')
         collect_results.main([args.out, '--out_prefix', prefix, '--confusion', '0.020'])
         print(f'smoke run: {len(results)} runs and the table in {time.time() - t0:.0f} s. Table {prefix}.md, '
@@ -341,7 +359,7 @@ def main(argv=None):
               '(--dry_run: they check the pipeline, the numbers are not results)')
     else:
         print(f'{len(results)} runs in {time.time() - t0:.0f} s, {len(failed)} failed; '
-              f'table: python collect_results.py {shlex.quote(args.out)}')
+              f'table: python -m experiments.collect_results {shlex.quote(args.out)}')
     if failed:
         sys.exit(1)
     return results

@@ -1,0 +1,191 @@
+"""Checkpoints: the format, the random state, writing and reading, and the checks before a run resumes.
+
+A checkpoint holds tensors and plain Python values only, so it loads with ``torch.load(weights_only=True)``
+and a file cannot run code while it loads. The authors' keys (``net_state_dict``, ``optim_state_dict``,
+``step``) are kept so that their tools read ours; theirs (a ``net_state_dict`` and numbers) load here too.
+"""
+import glob
+import os
+import pickle
+import random
+import sys
+
+import numpy as np
+import torch
+
+import methods
+from utils import UserError, atomic_path
+
+CHECKPOINT_FORMAT = 'lnl-checkpoint-v1'
+
+
+def rng_state(batch_gen):
+    """Every random state of a run as tensors and plain Python values (loadable with ``weights_only``)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {'torch': torch.get_rng_state(),
+             'numpy': {'name': str(name), 'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos),
+                       'has_gauss': int(has_gauss), 'cached_gaussian': float(gauss)},
+             'python': list(random.getstate()), 'batch': batch_gen.get_state()}
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state, batch_gen):
+    torch.set_rng_state(state['torch'])
+    npst = state['numpy']
+    if isinstance(npst, dict):
+        np.random.set_state((npst['name'], npst['keys'].numpy().astype(np.uint32), npst['pos'],
+                             npst['has_gauss'], npst['cached_gaussian']))
+    else:
+        np.random.set_state(npst)
+    py = state['python']
+    random.setstate((py[0], tuple(py[1]), py[2]) if isinstance(py, list) else py)
+    batch_gen.set_state(state['batch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def save_checkpoint(path, method, epoch, batch_gen, progress=None):
+    """Write the whole training state to ``path`` atomically.
+
+    ``epoch`` is the number of finished epochs; ``progress`` (order, position, running sums) is
+    set when the checkpoint was written in the middle of an epoch.
+    """
+    opt = method.opt
+    state = {
+        'format': CHECKPOINT_FORMAT,
+        'epoch': epoch,
+        'step': epoch,  # the authors' key
+        'options': plain(vars(opt)),
+        'config': {'n_class': opt.n_class, 'feat_ch': opt.feat_ch, 'num_bins': opt.num_bins,
+                   'method': opt.method},
+        'net_state_dict': method.net.state_dict(),
+        'h_state_dict': method.h.state_dict(),
+        'optim_state_dict': method.optimizers['net'].state_dict(),  # the authors' key
+        'optimizers': {k: o.state_dict() for k, o in method.optimizers.items()},
+        'schedulers': {k: s.state_dict() for k, s in method.schedulers.items()},
+        'rng': rng_state(batch_gen),
+        'progress': progress,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def plain(value):
+    """``value`` with containers turned into dicts and lists of str, int, float, bool and None."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+# What a NumPy array needs to be rebuilt from a pickle (no code runs): checkpoints of earlier versions of this
+# project hold NumPy's random state as an array.
+NUMPY_ARRAY_GLOBALS = [getattr(getattr(np, '_core', None) or np.core, 'multiarray')._reconstruct, np.ndarray,
+                       np.dtype] + [type(np.dtype(t)) for t in (np.uint32, np.uint8, np.int64, np.float64)]
+
+
+def _unreadable(path, exc):
+    first = str(exc).splitlines()[0][:120] if str(exc) else ''
+    return UserError(f'{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {first})')
+
+
+def read_checkpoint(path, trust=False, log=None):
+    """Load a checkpoint file (ours or the authors') to the CPU; ``UserError`` when it is not one.
+
+    Always with ``torch.load(weights_only=True)``: tensors and plain Python values only, so a file cannot
+    run code while it loads. Our checkpoints and the authors' (state dicts and numbers) load that way.
+    A file that needs more is refused unless ``trust`` (``--trust_checkpoint``): then it is loaded with
+    full unpickling, after a one-line warning through ``log``.
+    """
+    if not os.path.isfile(path):
+        raise UserError(f'checkpoint {path} does not exist; give the path of a .pth file written by '
+                        'train.py (e.g. runs/<exp_name>/checkpoint_last.pth)')
+    try:
+        with torch.serialization.safe_globals(NUMPY_ARRAY_GLOBALS):
+            ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if 'GLOBAL' not in text:  # not a pickle that asks for a class or function: a damaged file
+            detail = next((line.strip() for line in text.splitlines() if 'Unsupported' in line), 'UnpicklingError')
+            raise UserError(f'{path} is not a readable PyTorch checkpoint ({detail[:120]})') from None
+        if not trust:
+            raise UserError(f'{path} holds objects other than tensors and plain values, and loading them could '
+                            'run code stored in the file; if you trust the file, pass --trust_checkpoint') from None
+        (log or (lambda m: print(m, file=sys.stderr)))(
+            f'warning: {path}: loading with full unpickling (--trust_checkpoint); this runs any code in the file')
+        try:
+            ckpt = torch.load(path, map_location='cpu', weights_only=False)
+        except Exception as exc2:
+            raise _unreadable(path, exc2) from None
+    except Exception as exc:  # torch.load raises many types for a file that is not a checkpoint
+        raise _unreadable(path, exc) from None
+    if not isinstance(ckpt, dict) or 'net_state_dict' not in ckpt:
+        raise UserError(f'{path} is not a checkpoint of this project or of the authors\' code '
+                        '(no net_state_dict)')
+    if not isinstance(ckpt['net_state_dict'], dict):
+        raise UserError(f'{path}: net_state_dict is a {type(ckpt["net_state_dict"]).__name__}, not a state dict')
+    return ckpt
+
+
+def load_net_weights(net, state_dict, path):
+    """Load f∘g weights (our names are the authors' names); a clear error for another architecture."""
+    if not isinstance(state_dict, dict):
+        raise UserError(f'{path}: net_state_dict is not a state dict')
+    state_dict = {k.replace('module.', '', 1) if k.startswith('module.') else k: v
+                  for k, v in state_dict.items()}
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    if missing or unexpected:
+        raise UserError(f'{path} holds another architecture: missing {missing[:4]}, unexpected '
+                        f'{unexpected[:4]}; it must be an f∘g with bn0, conv1..conv4, fc')
+    wrong = [k for k, v in state_dict.items() if tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise UserError(f'{path} holds another architecture: {k} has shape {tuple(state_dict[k].shape)}, '
+                        f'expected {tuple(own[k].shape)}')
+    net.load_state_dict(state_dict)
+
+
+def newest_checkpoint(run_dir):
+    """The newest checkpoint in ``run_dir`` that loads, or ``None``; unreadable files are skipped."""
+    paths = sorted(glob.glob(os.path.join(run_dir, 'checkpoint_*.pth')), key=os.path.getmtime, reverse=True)
+    for path in paths:
+        try:
+            ckpt = read_checkpoint(path)
+        except UserError:
+            continue
+        if ckpt.get('format') == CHECKPOINT_FORMAT:
+            return path, ckpt
+    return None
+
+
+# Options that define what a run computes: resuming with other values would mix two runs. Besides the
+# data and the objective, the arithmetic (--precision, --no_channels_last, --compile) and --dry_run (one batch per
+# epoch) change what an epoch computes. Where it runs (--device, --threads) and how it reports do not. Each
+# method's own constants (its HyperParameter options) are run-defining for its runs.
+RUN_DEFINING = ('method', 'color_var', 'batch_size', 'num_bins', 'feat_ch', 'n_class', 'val_size', 'random_seed',
+                'momentum', 'weight_decay', 'lr', 'lr_decay_rate', 'lr_decay_period', 'data_seed', 'palette',
+                'amp', 'precision', 'channels_last', 'compile', 'dry_run')
+
+
+def run_defining(method):
+    """The run-defining options of a run of ``method``: the common ones and the method's own."""
+    cls = methods.METHODS.get(method)
+    return RUN_DEFINING + tuple(hp.dest for hp in (cls.hyper_parameters if cls else ()))
+
+
+def check_resume_options(ckpt_opts, opt, path):
+    keys = run_defining(opt.method)
+    diff = [(k, ckpt_opts.get(k), getattr(opt, k, None)) for k in keys
+            if k in ckpt_opts and ckpt_opts.get(k) != getattr(opt, k, None)]
+    if diff:
+        desc = ', '.join(f'{k}={new!r} (checkpoint: {old!r})' for k, old, new in diff)
+        raise UserError(f'cannot resume from {path}: it was written with other options: {desc}; '
+                        'use the same options or another --exp_name')

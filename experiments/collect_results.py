@@ -1,0 +1,106 @@
+"""Turn a folder of finished runs into the paper's Fig. 4: a table and a plot of unbiased test accuracy.
+
+    python -m experiments.collect_results sweeps/fig4 [--out_prefix PATH] [--title TEXT] [--no_plot] [--confusion 0.020]
+
+Every ``results.jsonl`` under DIR whose folder also holds ``options.json`` is one run (the layout written
+by train.py and the sweep). A run's result is the last evaluation record of test.py in its
+``results.jsonl`` (the one with ``test_acc``); a run without one is reported as incomplete and left out.
+A trailing partial line (a run killed while writing) is skipped.
+
+Printed and written to ``<prefix>.md`` (default prefix ``DIR/fig4``):
+
+* the Fig. 4 table: one row per method, one column per sigma^2 found, each cell ``mean ± std (n)`` of the
+  test accuracy over seeds (sample std, ddof=1; a single seed shows the mean alone) and the paper's number
+  beside it;
+* the colour information left in the features (``probe_color_acc``, the bias-leakage probe of test.py
+  ``--probe``) and h's own colour accuracy (``color_acc``) for the probed methods, mean over seeds;
+* the colour-aligned / colour-conflicting test accuracy, mean over seeds.
+
+Also written: ``<prefix>.csv`` (one row per method and sigma^2 with runs), ``<prefix>.png`` (accuracy
+against sigma^2 with the paper's curves dashed), ``<prefix>_curves.png`` (the per-epoch monitored test
+accuracy, when the runs recorded it) and, with ``--confusion SIGMA2``, ``<prefix>_confusion.png``: the
+ten mean colours and the row-normalised confusion matrices of Baseline and LNL at that sigma^2 (first
+seed), like the paper's confusion figure. ``--no_plot`` skips the first two plots; an explicitly
+requested confusion figure is still drawn.
+"""
+import os
+import sys
+
+from dataset.colored_mnist import color_variance
+from experiments import figures, records, report
+from utils import Parser, UserError, atomic_write_text, replace_readme_section, run_main
+
+
+def build_parser():
+    p = Parser(description='Collect sweep runs into the Fig. 4 table and plot.')
+    p.add_argument('dir', metavar='DIR', help='folder of run folders (the --out of the sweep)')
+    p.add_argument('--out_prefix', default=None, help='path prefix of the outputs (default: DIR/fig4)')
+    p.add_argument('--title', default='Unbiased test accuracy (Colored-MNIST)', help='title of the plot')
+    p.add_argument('--no_plot', action='store_true', help='write the tables only, no accuracy or curve plot')
+    p.add_argument('--methods', nargs='+', default=None, metavar='METHOD',
+                   help='rows to show (default: every registered method, and any other found)')
+    p.add_argument('--confusion', type=color_variance, default=None, metavar='SIGMA2',
+                   help='also draw Baseline and LNL confusion matrices at this sigma^2')
+    p.add_argument('--readme', default=None, metavar='README',
+                   help='also write the Markdown tables between the <!-- NAME:begin/end --> markers of this file')
+    p.add_argument('--command', default=None,
+                   help='with --readme: the command that produced the runs, shown above the tables')
+    p.add_argument('--section', default='results',
+                   help='with --readme: the name of the README section (its <!-- NAME:begin/end --> markers)')
+    p.add_argument('--budget', default=None,
+                   help='with --readme: a label for the training budget of the runs (e.g. "CPU, 5 epochs")')
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    runs = records.load_runs(args.dir)
+    agg = records.aggregate(runs)
+    if args.methods:
+        agg['methods'] = [m for m in agg['methods'] if m in args.methods]
+    for name in agg['incomplete']:
+        print(f'warning: {name}: no test record yet (run test.py); not counted', file=sys.stderr)
+    for name in agg['unknown']:
+        print(f'warning: {name}: neither options.json nor results.jsonl gives the method and sigma^2; '
+              f'not counted', file=sys.stderr)
+    for method, cv, seed in records.duplicate_seeds(agg):
+        print(f'warning: {figures.display_name(method)} sigma^2={cv} seed {seed} appears more than once under '
+              f'{args.dir}; every copy is counted', file=sys.stderr)
+    if not agg['cells']:
+        raise UserError(f'no finished run under {args.dir}: {len(runs)} run(s) found, none has a test record '
+                        f'(run test.py, or let the sweep finish)')
+    prefix = args.out_prefix or os.path.join(args.dir, 'fig4')
+    smoke = [r['name'] for r in runs if r['dry_run']]
+    banner = 'SMOKE RUN (--dry_run): not results' if smoke else None
+    if smoke:
+        print(f'warning: {len(smoke)} of {len(runs)} runs are --dry_run smoke runs ({", ".join(smoke[:3])}'
+              f'{", ..." if len(smoke) > 3 else ""}): the table and figures are marked as such', file=sys.stderr)
+        if args.readme:
+            raise UserError(f'{args.dir} holds --dry_run smoke runs; their numbers are not results and are not '
+                            'written into a README')
+        print(report.SMOKE)
+    print(report.to_text(agg), end='')
+    print(report.timing(runs), end='')
+    pngs = []
+    written = [atomic_write_text(prefix + '.md', (f'**{report.SMOKE}.**\n\n' if smoke else '') + report.to_markdown(agg)),
+               atomic_write_text(prefix + '.csv', report.to_csv(agg))]
+    if not args.no_plot:
+        pngs.append(figures.plot_fig4(agg, prefix + '.png', args.title, records.PAPER_FIG4, banner))
+        curves = figures.plot_curves(records.curves(runs), prefix + '_curves.png', banner)
+        if curves:
+            pngs.append(curves)
+    if args.confusion is not None:
+        cv = records.var_key(args.confusion)
+        pngs.append(figures.plot_confusion(records.confusion_runs(runs, cv), cv, prefix + '_confusion.png', banner))
+    written += pngs
+    if args.readme:
+        argv_shown = report.shown_argv(argv if argv is not None else sys.argv[1:])
+        body = report.readme_body(agg, runs, pngs, args.readme, args.budget, args.command, argv_shown)
+        written.append(replace_readme_section(args.readme, args.section, body))
+    for path in written:
+        print(f'wrote {path}')
+    return agg
+
+
+if __name__ == '__main__':
+    run_main(main)

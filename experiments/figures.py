@@ -1,0 +1,162 @@
+"""Figures (PNG): the Fig. 4 accuracy plot, the training curves, confusion matrices with the class colours."""
+import numpy as np
+
+import methods
+from utils import UserError, atomic_open
+
+
+def pyplot():
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig, path, banner=None):
+    """Write ``fig`` to ``path`` as a PNG atomically and close it; ``banner`` is stamped across it."""
+    plt = pyplot()
+    if banner:
+        fig.text(0.5, 0.5, banner, ha='center', va='center', rotation=20, fontsize=15, color='red',
+                 alpha=0.7, bbox=dict(facecolor='white', alpha=0.7, edgecolor='red'))
+    with atomic_open(path, 'wb') as fh:
+        fig.savefig(fh, format='png', dpi=120)
+    plt.close(fig)
+    return path
+
+
+def display_name(method):
+    cls = methods.METHODS.get(method)
+    return cls.display if cls and cls.display else method
+
+
+def plot_color(method):
+    cls = methods.METHODS.get(method)
+    return cls.plot_color if cls else None
+
+
+def draw_confusion(ax, confusion, title, colors):
+    """A row-normalised confusion matrix on ``ax``, each class's colour (``colors``, RGB in 0..1) drawn along
+    both axes."""
+    from matplotlib.patches import Rectangle
+    conf = np.asarray(confusion, dtype=np.float64)
+    conf = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+    n = len(conf)
+    ax.imshow(conf, cmap='Blues', vmin=0, vmax=1, extent=(-0.5, n - 0.5, n - 0.5, -0.5))
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f'{conf[i, j]:.2f}'.lstrip('0') if conf[i, j] < 1 else '1', ha='center',
+                    va='center', fontsize=6, color='white' if conf[i, j] > 0.5 else 'black')
+        ax.add_patch(Rectangle((i - 0.5, -1.4), 1, 0.8, color=colors[i % len(colors)], clip_on=False))
+        ax.add_patch(Rectangle((-1.4, i - 0.5), 0.8, 1, color=colors[i % len(colors)], clip_on=False))
+    ax.set_xlim(-1.5, n - 0.5)
+    ax.set_ylim(n - 0.5, -1.5)
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xlabel('predicted digit')
+    ax.set_ylabel('true digit')
+    ax.set_title(title, fontsize=10)
+
+
+def confusion_png(confusion, path, title, mean_colors):
+    """One run's confusion matrix (test.py), the class mean colours (RGB bytes) along both axes."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    draw_confusion(ax, confusion, title, np.asarray(mean_colors) / 255.0)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_fig4(agg, path, title, paper, banner=None):
+    """Accuracy against sigma^2, mean ± std over seeds, the paper's curves (``paper``) dashed."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for m in agg['methods']:
+        cvs = [cv for cv in agg['color_vars'] if (m, cv) in agg['cells']]
+        if not cvs:
+            continue
+        cells = [agg['cells'][(m, cv)] for cv in cvs]
+        line = ax.errorbar([float(cv) for cv in cvs], [c['mean'] for c in cells],
+                           yerr=[c['std'] or 0.0 for c in cells], fmt='-o', color=plot_color(m), capsize=3,
+                           markersize=5, label=f'{display_name(m)} (ours)')
+        if paper.get(m):
+            keys = sorted(paper[m], key=float)
+            ax.plot([float(k) for k in keys], [paper[m][k] for k in keys], '--', color=line[0].get_color(),
+                    alpha=0.8, label=f'{display_name(m)} (paper)')
+    ax.set_xlabel('colour variance $\\sigma^2$')
+    ax.set_ylabel('test accuracy (unbiased test set)')
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return save_figure(fig, path, banner)
+
+
+def plot_curves(curves, path, banner=None):
+    """Monitored test accuracy against epoch, one panel per sigma^2. ``curves``: {sigma^2: [(method, label
+    order key, [(epoch, acc), ...]), ...]} in drawing order; None when empty."""
+    if not curves:
+        return None
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+    cvs = sorted(curves, key=float)
+    cols = min(len(cvs), 4)
+    rows = (len(cvs) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False, sharey=True)
+    for ax, cv in zip(axes.flat, cvs):
+        labelled = set()
+        for method, points in curves[cv]:
+            label = None if method in labelled else display_name(method)
+            labelled.add(method)
+            ax.plot([p[0] for p in points], [p[1] for p in points], '-', color=plot_color(method),
+                    alpha=0.8, linewidth=1.2, marker='.' if len(points) < 30 else None, label=label)
+        ax.set_title(f'$\\sigma^2$ = {cv}', fontsize=10)
+        ax.set_xlabel('epoch')
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel('monitored test accuracy')
+    for ax in list(axes.flat)[len(cvs):]:
+        ax.axis('off')
+    fig.suptitle('Test accuracy during training (one line per seed)', fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, path, banner)
+
+
+def plot_confusion(chosen, cv, path, banner=None):
+    """The class mean colours, then the confusion matrices of ``chosen`` ({method: run}, Baseline and LNL) at
+    one sigma^2, like the paper's confusion figure."""
+    from dataset.colored_mnist import MEAN_COLORS, PALETTE_NAMES, palette_of
+    if not chosen:
+        raise UserError(f'--confusion {cv}: no Baseline or LNL run at sigma^2={cv} has a test record '
+                        f'with a confusion matrix')
+    # the class colours of the data the runs were tested on (records from before files recorded them: the default)
+    recorded = next((r['test']['mean_colors'] for r in chosen.values() if r['test'].get('mean_colors')), None)
+    mean_colors = np.asarray(recorded, dtype=np.uint8) if recorded is not None else MEAN_COLORS
+    palette = palette_of(mean_colors)
+    names = PALETTE_NAMES[palette] if palette else [''] * len(mean_colors)
+    plt = pyplot()
+    colors = mean_colors / 255.0
+    fig = plt.figure(figsize=(10, 6.2))
+    grid = fig.add_gridspec(2, 2, height_ratios=(1, 5.5))
+    strip = fig.add_subplot(grid[0, :])
+    strip.imshow(mean_colors[None], aspect='auto', extent=(-0.5, len(colors) - 0.5, 0, 1))
+    for k, name in enumerate(names):
+        strip.text(k, -0.15, f'{k}: {name}' if name else str(k), ha='center', va='top', fontsize=7)
+    strip.set_xlim(-0.5, len(colors) - 0.5)
+    strip.set_ylim(-0.6, 1)
+    strip.axis('off')
+    strip.set_title('Mean colour of each digit class in the training set'
+                    + (f' ({palette} palette)' if palette else ''), fontsize=10)
+    for col, m in enumerate(('baseline', 'lnl')):
+        ax = fig.add_subplot(grid[1, col])
+        run = chosen.get(m)
+        if run is None:
+            ax.axis('off')
+            ax.text(0.5, 0.5, f'{display_name(m)}: no run at $\\sigma^2$={cv}', ha='center', va='center')
+            continue
+        test = run['test']
+        draw_confusion(ax, test['confusion'], f'{display_name(m)}, $\\sigma^2$={cv}, seed {run["seed"]}: '
+                       f'acc {float(test["test_acc"]):.4f}', colors)
+    fig.tight_layout()
+    return save_figure(fig, path, banner)

@@ -1,0 +1,234 @@
+"""Run records: the paper's numbers, reading run folders (``options.json`` + ``results.jsonl``) and
+aggregating them over seeds. Which methods exist, in which order, and which are probed come from the
+method registry (``methods.py``)."""
+import json
+import os
+
+import numpy as np
+
+import methods
+from utils import UserError, read_jsonl
+
+# Fig. 4 of Kim et al. (CVPR 2019): unbiased test accuracy per sigma^2 (reference/paper_fig4.csv).
+# Kept here so that the pipeline runs without the reference folder.
+PAPER_FIG4 = {
+    'baseline': {'0.020': 0.4055, '0.025': 0.4813, '0.030': 0.5996, '0.035': 0.6626,
+                 '0.040': 0.7333, '0.045': 0.7973, '0.050': 0.8450},
+    'blindeye': {'0.020': 0.6741, '0.025': 0.7123, '0.030': 0.7883, '0.035': 0.8203,
+                 '0.040': 0.8638, '0.045': 0.8927, '0.050': 0.9159},
+    'gray': {'0.020': 0.8374, '0.025': 0.8751, '0.030': 0.8996, '0.035': 0.9166,
+             '0.040': 0.9325, '0.045': 0.9472, '0.050': 0.9596},
+    'lnl': {'0.020': 0.8185, '0.025': 0.8854, '0.030': 0.9137, '0.035': 0.9306,
+            '0.040': 0.9406, '0.045': 0.9555, '0.050': 0.9618},
+}
+
+NUMERIC = ('test_acc', 'monitor_test_acc', 'aligned_acc', 'conflicting_acc', 'probe_color_acc', 'color_acc')
+
+
+def method_order():
+    """The registered methods, in the order of the tables."""
+    return methods.method_names()
+
+
+def probed_methods():
+    return [m for m in method_order() if methods.METHODS[m].probed]
+
+
+def var_key(color_var):
+    """sigma^2 as the '%.3f' string used for grouping: 0.02 and 0.020 are the same variance."""
+    return f'{float(color_var):.3f}'
+
+
+def check_numbers(records, path):
+    """``UserError`` naming the file when a record holds a non-number where a number belongs."""
+    for rec in records:
+        for key in NUMERIC:
+            value = rec.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UserError(f'{path}: a record has {key} = {value!r}, not a number; '
+                                'fix or delete that line (each line is one JSON record)')
+
+
+def read_options(path):
+    try:
+        with open(path, encoding='utf-8') as fh:
+            opts = json.load(fh)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return opts if isinstance(opts, dict) else {}
+
+
+def load_runs(root):
+    """One dict per run folder under ``root``, sorted by folder.
+
+    Keys: ``name`` (folder relative to root), ``path``, ``method`` (lower case), ``color_var`` ('%.3f'
+    string, or None when neither options.json nor a record gives it), ``seed``, ``test`` (the last
+    record with ``test_acc``, or None), ``epochs`` ({epoch: record} of the per-epoch records; a
+    resumed run that repeated an epoch keeps the later record) and ``dry_run``.
+    """
+    root = os.fspath(root)
+    if not os.path.exists(root):
+        raise UserError(f'{root} does not exist: give the output folder of the sweep or a folder of runs')
+    if not os.path.isdir(root):
+        raise UserError(f'{root} is not a folder: give the output folder of the sweep or a folder of runs')
+    runs = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        if 'results.jsonl' not in files or 'options.json' not in files:
+            continue
+        opts = read_options(os.path.join(folder, 'options.json'))
+        records = read_jsonl(os.path.join(folder, 'results.jsonl'))
+        check_numbers(records, os.path.join(folder, 'results.jsonl'))
+        tests = [r for r in records if 'test_acc' in r]
+        test = tests[-1] if tests else None
+        epochs = {}
+        for r in records:
+            if 'test_acc' not in r and isinstance(r.get('epoch'), int):
+                epochs[r['epoch']] = r
+        fallback = test or (records[-1] if records else {})
+        method = opts.get('method') or fallback.get('method')
+        color_var = opts.get('color_var', fallback.get('color_var'))
+        runs.append({
+            'name': os.path.relpath(folder, root).replace(os.sep, '/'),
+            'path': folder,
+            'method': str(method).lower() if method else None,
+            'color_var': var_key(color_var) if color_var is not None else None,
+            'seed': opts.get('random_seed'),
+            'test': test,
+            'epochs': epochs,
+            'dry_run': bool(opts.get('dry_run') or (test or {}).get('dry_run')
+                            or any(r.get('dry_run') for r in epochs.values())),
+        })
+    if not runs:
+        raise UserError(f'no runs under {root} (looked for folders holding results.jsonl and options.json)')
+    runs.sort(key=lambda r: r['name'])
+    return runs
+
+
+def seed_order(run):
+    seed = run['seed']
+    return (seed is None, seed if isinstance(seed, (int, float)) else str(seed), run['name'])
+
+
+def mean_of(tests, key):
+    values = [float(t[key]) for t in tests if t.get(key) is not None]
+    return (float(np.mean(values)) if values else None), len(values)
+
+
+def aggregate(runs):
+    """Group the complete runs by method and sigma^2.
+
+    Returns ``{'methods': [...], 'color_vars': [...], 'cells': {(method, color_var): cell},
+    'incomplete': [names], 'unknown': [names]}``; a cell has ``n``, ``seeds``, ``values``, ``mean``,
+    ``std`` (ddof=1; None for one seed), ``paper``, ``aligned_mean``, ``conflicting_mean``,
+    ``probe_color_acc``/``probe_n`` and ``color_acc``/``color_n`` (None when no seed has them).
+    """
+    groups = {}
+    incomplete, unknown = [], []
+    for run in runs:
+        if run['method'] is None or run['color_var'] is None:
+            unknown.append(run['name'])
+        elif run['test'] is None:
+            incomplete.append(run['name'])
+        else:
+            groups.setdefault((run['method'], run['color_var']), []).append(run)
+    order = method_order()
+    extra = sorted({m for m, _ in groups} - set(order))
+    cells = {}
+    for key, group in groups.items():
+        group.sort(key=seed_order)
+        tests = [r['test'] for r in group]
+        values = [float(t['test_acc']) for t in tests]
+        n = len(values)
+        probe, probe_n = mean_of(tests, 'probe_color_acc')
+        color, color_n = mean_of(tests, 'color_acc')
+        cells[key] = {
+            'n': n,
+            'seeds': [r['seed'] for r in group],
+            'names': [r['name'] for r in group],
+            'values': values,
+            'mean': float(np.mean(values)),
+            'std': float(np.std(values, ddof=1)) if n > 1 else None,
+            'paper': PAPER_FIG4.get(key[0], {}).get(key[1]),
+            'aligned_mean': mean_of(tests, 'aligned_acc')[0],
+            'conflicting_mean': mean_of(tests, 'conflicting_acc')[0],
+            'probe_color_acc': probe, 'probe_n': probe_n,
+            'color_acc': color, 'color_n': color_n,
+        }
+    return {'methods': order + extra,
+            'color_vars': sorted({cv for _, cv in groups}, key=float),
+            'cells': cells, 'incomplete': incomplete, 'unknown': unknown}
+
+
+def duplicate_seeds(agg):
+    """(method, sigma^2, seed) counted more than once, e.g. a copy of a sweep nested in DIR."""
+    dups = []
+    for (method, cv), cell in sorted(agg['cells'].items()):
+        seen = set()
+        for seed in cell['seeds']:
+            if seed is not None and seed in seen:
+                dups.append((method, cv, seed))
+            seen.add(seed)
+    return dups
+
+
+def shortfalls(agg, points=0.03):
+    """Cells whose mean is more than ``points`` below the paper's number: (method, sigma^2, mean, paper)."""
+    out = []
+    for m in agg['methods']:
+        for cv in agg['color_vars']:
+            cell = agg['cells'].get((m, cv))
+            if cell and cell['paper'] is not None and cell['mean'] < cell['paper'] - points:
+                out.append((m, cv, cell['mean'], cell['paper']))
+    return out
+
+
+def monitored(run):
+    """[(epoch, monitored test accuracy)] of a run, by epoch."""
+    return sorted((e, float(r['monitor_test_acc'])) for e, r in run['epochs'].items()
+                  if r.get('monitor_test_acc') is not None)
+
+
+def run_order(run):
+    order = {m: i for i, m in enumerate(method_order())}
+    return (order.get(run['method'], len(order)), run['method'] or '', seed_order(run))
+
+
+def last_epoch_gains(runs):
+    """Per run with at least two monitored epochs: (name, last epoch, its accuracy, change over the
+    last epoch), in method and sigma^2 order; shows whether the curves have flattened."""
+    out = []
+    for run in runs:
+        pts = monitored(run)
+        if len(pts) >= 2 and run['method'] is not None and run['color_var'] is not None:
+            out.append(((float(run['color_var']),) + run_order(run),
+                        run['name'], pts[-1][0], pts[-1][1], pts[-1][1] - pts[-2][1]))
+    out.sort(key=lambda o: (o[0][1], o[0][0]) + o[0][2:])
+    return [o[1:] for o in out]
+
+
+def curves(runs):
+    """{sigma^2: [(method, [(epoch, acc), ...]), ...]} of the runs that monitored their test accuracy,
+    in method then seed order (the input of :func:`figures.plot_curves`)."""
+    series = {}
+    for run in sorted(runs, key=run_order):
+        if run['method'] is None or run['color_var'] is None:
+            continue
+        points = monitored(run)
+        if points:
+            series.setdefault(run['color_var'], []).append((run['method'], points))
+    return series
+
+
+def confusion_runs(runs, color_var):
+    """{method: run} of the first seed of Baseline and LNL at ``color_var`` that has a confusion matrix."""
+    cv = var_key(color_var)
+    chosen = {}
+    for m in ('baseline', 'lnl'):
+        found = sorted((r for r in runs if r['method'] == m and r['color_var'] == cv
+                        and r['test'] is not None and r['test'].get('confusion') is not None), key=seed_order)
+        if found:
+            chosen[m] = found[0]
+    return chosen

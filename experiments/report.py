@@ -1,0 +1,160 @@
+"""The report of a set of runs: the Fig. 4 table, the colour-information and aligned/conflicting tables, as
+plain text, Markdown, CSV and the README's results section."""
+import csv
+import io
+import os
+import shlex
+
+from experiments.figures import display_name
+from experiments import records
+from experiments.records import PAPER_FIG4, last_epoch_gains, probed_methods, shortfalls
+from utils import format_table, markdown_table
+
+DASH = '—'
+SMOKE = 'SMOKE RUN (--dry_run): these numbers check the pipeline, they are not results'
+CSV_COLUMNS = ('method', 'color_var', 'n', 'mean', 'std', 'paper', 'conflicting_mean', 'aligned_mean',
+               'probe_color_acc', 'color_acc')
+
+
+def fmt(x):
+    return DASH if x is None else f'{x:.4f}'
+
+
+def accuracy_cell(cell, paper):
+    paper_txt = f' [paper {fmt(paper)}]' if paper is not None else ''
+    if cell is None:
+        return DASH + paper_txt
+    if cell['n'] > 1:
+        return f'{cell["mean"]:.4f} ± {cell["std"]:.4f} ({cell["n"]}){paper_txt}'
+    return f'{cell["mean"]:.4f} ({cell["n"]}){paper_txt}'
+
+
+def tables(agg):
+    """The report's tables as (title, header, rows) with every cell already a string."""
+    cvs = agg['color_vars']
+    cells = agg['cells']
+    header = ['method'] + cvs
+    shown = [m for m in agg['methods'] if m in PAPER_FIG4 or any((m, cv) in cells for cv in cvs)]
+    fig4 = [[display_name(m)] + [accuracy_cell(cells.get((m, cv)), PAPER_FIG4.get(m, {}).get(cv)) for cv in cvs]
+            for m in shown]
+    colour = []
+    for key, count, label in (('probe_color_acc', 'probe_n', 'probe colour acc'), ('color_acc', 'color_n', 'h colour acc')):
+        for m in probed_methods():
+            if m not in agg['methods']:
+                continue  # a method left out with --methods
+            row = [f'{display_name(m)}: {label}']
+            for cv in cvs:
+                cell = cells.get((m, cv))
+                row.append(DASH if cell is None or cell[key] is None else f'{cell[key]:.4f} ({cell[count]})')
+            colour.append(row)
+    split = []
+    for m in shown:
+        row = [display_name(m)]
+        for cv in cvs:
+            cell = cells.get((m, cv))
+            row.append(DASH if cell is None else f'{fmt(cell["aligned_mean"])} / {fmt(cell["conflicting_mean"])}')
+        split.append(row)
+    return [
+        ('Unbiased test accuracy (Fig. 4): mean ± std over seeds (n) [paper]', header, fig4),
+        ('Colour information, mean over seeds (n): bias-leakage probe on f, and h\'s colour accuracy',
+         ['measure'] + cvs, colour),
+        ('Colour-aligned / colour-conflicting test accuracy, mean over seeds', header, split),
+    ]
+
+
+def notes(agg):
+    lines = []
+    if agg['incomplete']:
+        lines.append('Incomplete runs (no test record, not counted): ' + ', '.join(agg['incomplete']))
+    if agg['unknown']:
+        lines.append('Runs without a method or sigma^2 (not counted): ' + ', '.join(agg['unknown']))
+    return lines
+
+
+def to_text(agg):
+    """Plain-text report: the tables with padded columns, then the incomplete runs."""
+    out = [format_table(header, rows, title=title, align='l' * len(header)) + '\n'
+           for title, header, rows in tables(agg)]
+    return '\n'.join(out + notes(agg)).rstrip() + '\n'
+
+
+def timing(runs):
+    """Seconds per training epoch (``epoch_time_s``), mean over each method's runs and epochs, as a text
+    table; '' when no run recorded it."""
+    rows = []
+    for m in records.method_order() + sorted({r['method'] for r in runs if r['method']} - set(records.method_order())):
+        times = [float(rec['epoch_time_s']) for r in runs if r['method'] == m for rec in r['epochs'].values()
+                 if isinstance(rec.get('epoch_time_s'), (int, float))]
+        if times:
+            rows.append((display_name(m), len(times), f'{sum(times) / len(times):.2f}'))
+    return format_table(['method', 'epochs', 's/epoch'], rows, title='Training time per epoch') + '\n' if rows else ''
+
+
+def to_markdown(agg):
+    out = ['# Colored-MNIST: reproduction of Fig. 4 (Kim et al., CVPR 2019)', '']
+    for title, header, rows in tables(agg):
+        out += [f'## {title}', '', markdown_table(header, rows), '']
+    for line in notes(agg):
+        out += [line, '']
+    return '\n'.join(out).rstrip() + '\n'
+
+
+def to_csv(agg):
+    def num(x, spec='.6f'):
+        return '' if x is None else format(x, spec)
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator='\n')
+    w.writerow(CSV_COLUMNS)
+    for m in agg['methods']:
+        for cv in agg['color_vars']:
+            cell = agg['cells'].get((m, cv))
+            if cell is None:
+                continue
+            w.writerow([m, cv, cell['n'], num(cell['mean']), num(cell['std']), num(cell['paper'], '.4f'),
+                        num(cell['conflicting_mean']), num(cell['aligned_mean']),
+                        num(cell['probe_color_acc']), num(cell['color_acc'])])
+    return buf.getvalue()
+
+
+def shown_argv(argv):
+    """A command's arguments as a shell line, without the texts of --command and --budget."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ('--command', '--budget'):
+            skip = True
+        elif not a.startswith(('--command=', '--budget=')):
+            out.append(a)
+    return shlex.join(out)
+
+
+def readme_body(agg, runs, pngs, readme, budget=None, command=None, argv_shown=''):
+    """The README's results section: budget and command, the tables, the figures, the gaps to the paper
+    and the last-epoch change of every curve, all from the runs."""
+    out = []
+    if budget:
+        out += [f'Budget: {budget}.', '']
+    if command:
+        out += ['Produced by:', '', '```', command, f'python -m experiments.collect_results {argv_shown}', '```', '']
+    out.append(to_markdown(agg).replace('\n## ', '\n#### ').replace('# ', '### ', 1).rstrip())
+    out.append('')
+    base = os.path.dirname(os.path.abspath(readme))
+    for path in pngs:
+        rel = os.path.relpath(os.path.abspath(path), base).replace(os.sep, '/')
+        out += [f'![{os.path.basename(path)}]({rel})', '']
+    gaps = shortfalls(agg)
+    if gaps:
+        out.append('More than 3 points below the paper: ' + ', '.join(
+            f'{display_name(m)} at σ² = {cv} ({mean:.4f} vs {paper:.4f})' for m, cv, mean, paper in gaps) + '.')
+    else:
+        out.append('No cell is more than 3 points below the paper.')
+    out.append('')
+    gains = last_epoch_gains(runs)
+    if gains:
+        out += ['Change of the monitored test accuracy over the last epoch of each run (a flat curve is '
+                'near 0):', '',
+                markdown_table(['run', 'last epoch', 'accuracy', 'change'],
+                               [(name, e, f'{acc:.4f}', f'{d:+.4f}') for name, e, acc, d in gains]), '']
+    return '\n'.join(out).rstrip() + '\n'
