@@ -19,16 +19,21 @@ Colored-MNIST (60,000 images at batch 128 = 469 iterations):
   softmax then log. Its updates equal the project's LNL to rounding (a test checks it); the
   difference in time is the work the project's LNL step leaves out.
 
-Measurements are interleaved: each round runs a block of ours, floor and reference for every
-method (the order rotating between rounds), so background load hits all of them alike; each
-number is the median over rounds of the block's time per iteration. On CUDA the device is
-synchronised before every clock reading.
+``ours`` and ``floor`` are measured at every precision of ``--precisions``: fp32, and bf16 (bfloat16
+autocast) too where the device computes it natively (a CPU with AMX or AVX512-BF16, a CUDA device with
+bf16; the CPU features found are printed). The reference is the authors' fp32.
+
+Measurements are interleaved: each round runs a block of every pipeline for every method (the order
+rotating between rounds), so background load hits all of them alike; each number is the median over
+rounds of the block's time per iteration. On CUDA the device is synchronised before every clock reading.
 
 Targets (checked with ``python benchmarks/speed.py --quick``; printed as PASS/FAIL):
 
-* baseline and LNL epochs each within 1.15x of their floor (``*_vs_floor <= 1.15``);
-* baseline at least 2.5x and LNL at least 1.7x faster than the reference
-  (``*_speedup_vs_reference >= 2.5`` / ``>= 1.7``).
+* baseline and LNL epochs each within 1.15x of their floor, at every precision measured
+  (``*_vs_floor_<precision> <= 1.15``);
+* at the precision train.py uses by default on this device (``default_precision``): with bf16 on a
+  device that computes it natively, baseline at least 4x and LNL at least 3x faster than the reference;
+  with fp32, at least 2.5x and 1.7x (``*_speedup_vs_reference``).
 
 The exit status is 0 whatever the result, unless ``--check`` is given (then 1 on a miss).
 
@@ -38,8 +43,8 @@ the output says which.
 
 Usage::
 
-    python benchmarks/speed.py --quick                  # under three minutes on a loaded 2-core CPU
-    python benchmarks/speed.py --device cuda --amp      # the GPU, bfloat16 autocast for ours/floor
+    python benchmarks/speed.py --quick                  # a few minutes on a 2-core CPU; fp32 and bf16 where native
+    python benchmarks/speed.py --device cuda --precisions bf16   # the GPU, bfloat16 autocast for ours/floor
     python benchmarks/speed.py --methods lnl --iters 100 --rounds 10 --json runs/speed.json
     python benchmarks/speed.py --quick --check          # exit 1 when a target is missed
 
@@ -72,25 +77,23 @@ from models import color_loss  # noqa: E402
 from option import get_option  # noqa: E402
 
 BIN_WIDTH = 32  # the authors' colour bins: value // 32
-from utils import (Parser, UserError, atomic_write_text, nonneg_int, positive_int, replace_readme_section,  # noqa: E402
-                   resolve_device, run_main, seed_everything)
+from utils import (Parser, UserError, atomic_write_text, cpu_features, format_table, native_bf16,  # noqa: E402
+                   nonneg_int, positive_int, replace_readme_section, resolve_device, resolve_precision, run_main,
+                   seed_everything)
 
 EPOCH_IMAGES = 60000
 BATCH_SIZE = 128
 EPOCH_ITERS = math.ceil(EPOCH_IMAGES / BATCH_SIZE)  # 469
 COLOR_VAR = 0.020
 METHOD_NAMES = ('baseline', 'lnl')
-KINDS = ('ours', 'floor', 'reference')
+PRECISIONS = ('fp32', 'bf16')
 # The DataLoader default: the number of batches each worker holds ready.
 PREFETCH_FACTOR = 2
 
-# (JSON key, comparison, threshold, description)
-TARGETS = (
-    ('baseline_vs_floor', '<=', 1.15, 'baseline epoch within 1.15x of its floor'),
-    ('lnl_vs_floor', '<=', 1.15, 'LNL epoch within 1.15x of its floor'),
-    ('baseline_speedup_vs_reference', '>=', 2.5, 'baseline >= 2.5x faster than the reference'),
-    ('lnl_speedup_vs_reference', '>=', 1.7, 'LNL >= 1.7x faster than the reference'),
-)
+FLOOR_TARGET = 1.15
+# Speed-up over the reference at train.py's default precision: (baseline, LNL), with bf16 where the device
+# computes it natively, and with fp32.
+SPEEDUP_TARGETS = {'bf16': (4.0, 3.0), 'fp32': (2.5, 1.7)}
 
 # Learning rates of the authors' scripts; they only matter in keeping the losses finite.
 LEARNING_RATES = {'baseline': 0.01, 'lnl': 0.001}
@@ -301,14 +304,14 @@ def device_name(device):
     return f'{model or platform.processor() or "unknown CPU"} ({os.cpu_count()} cores)'
 
 
-def build(name, device, args, reference=False):
-    """A method object as train.py builds it; the reference one in the authors' settings."""
+def build(name, device, args, reference=False, precision='fp32'):
+    """A method object as train.py builds it; the reference one in the authors' settings (fp32)."""
     argv = ['-e', 'speed', '--method', name, '--device', str(device), '--no_progress',
             '--lr', str(LEARNING_RATES[name]), '--batch_size', str(BATCH_SIZE)]
     if reference or not args.channels_last:
         argv.append('--no_channels_last')
     if not reference:
-        argv += ['--amp'] * args.amp + ['--compile'] * args.compile
+        argv += ['--precision', precision] + ['--compile'] * args.compile
     opt = get_option(argv)
     seed_everything(0)
     method = methods.build_method(opt, device)
@@ -317,91 +320,138 @@ def build(name, device, args, reference=False):
     return opt, method
 
 
+def kinds(precisions):
+    return [f'{k}_{p}' for p in precisions for k in ('ours', 'floor')] + ['reference']
+
+
 def measure(args, device, images, labels, log):
-    """Per method and pipeline, the list of seconds per iteration, one entry per round."""
+    """Per method and pipeline (``ours_<precision>``, ``floor_<precision>``, ``reference``), the list of
+    seconds per iteration, one entry per round."""
     split = make_split(images, labels).to(device, channels_last=args.channels_last)
     queued = args.num_workers * PREFETCH_FACTOR
     loader = reference_loader(images, labels, args.num_workers)
+    pipelines = kinds(args.precisions)
     runners = {}
     for name in args.methods:
-        opt, method = build(name, device, args)
-        _, floor_method = build(name, device, args)
-        _, ref_method = build(name, device, args, reference=True)
-        runners[name] = {'ours': Ours(opt, method, split, device),
-                         'floor': Floor(floor_method, split, device),
-                         'reference': Reference(ref_method, loader, device, queued)}
+        runners[name] = {}
+        for p in args.precisions:
+            opt, method = build(name, device, args, precision=p)
+            runners[name][f'ours_{p}'] = Ours(opt, method, split, device)
+            runners[name][f'floor_{p}'] = Floor(build(name, device, args, precision=p)[1], split, device)
+        runners[name]['reference'] = Reference(build(name, device, args, reference=True)[1], loader, device, queued)
     for name in args.methods:
-        for kind in KINDS:
+        for kind in pipelines:
             log(f'warm-up: {name} {kind} ({args.warmup} iterations)')
             runners[name][kind].run(args.warmup)
-    times = {name: {kind: [] for kind in KINDS} for name in args.methods}
+    times = {name: {kind: [] for kind in pipelines} for name in args.methods}
     for r in range(args.rounds):
         log(f'round {r + 1}/{args.rounds}: {args.block} iterations per pipeline and method')
-        order = KINDS[r % len(KINDS):] + KINDS[:r % len(KINDS)]
+        order = pipelines[r % len(pipelines):] + pipelines[:r % len(pipelines)]
         for name in args.methods:
             for kind in order:
                 times[name][kind].append(runners[name][kind].run(args.block) / args.block)
     return times
 
 
+def targets(out, precisions, default):
+    """{key: {'value', 'op', 'threshold', 'desc', 'pass'}}: ours within FLOOR_TARGET of its floor at every
+    precision measured; the speed-up over the reference at the default precision."""
+    found = {}
+
+    def add(key, op, threshold, desc):
+        value = out.get(key)
+        found[key] = {'value': value, 'op': op, 'threshold': threshold, 'desc': desc,
+                      'pass': None if value is None else (value <= threshold if op == '<=' else value >= threshold)}
+    for p in precisions:
+        for name in METHOD_NAMES:
+            add(f'{name}_vs_floor_{p}', '<=', FLOOR_TARGET,
+                f'{display(name)} epoch within {FLOOR_TARGET}x of its floor, {p}')
+    for name, threshold in zip(METHOD_NAMES, SPEEDUP_TARGETS[default]):
+        add(f'{name}_speedup_vs_reference', '>=', threshold,
+            f'{display(name)} >= {threshold}x faster than the reference ({default})')
+    return found
+
+
+def display(name):
+    return methods.get(name).display
+
+
 def summarise(times, args, device, data_kind):
     epoch = {name: {kind: statistics.median(v) * EPOCH_ITERS for kind, v in per.items()}
              for name, per in times.items()}
+    default = args.default_precision
+    headline = default if default in args.precisions else args.precisions[0]
     out = {}
     for name in METHOD_NAMES:
         e = epoch.get(name)
-        out[f'{name}_epoch_s'] = e and e['ours']
-        out[f'floor_{name}_epoch_s'] = e and e['floor']
         out[f'reference_{name}_epoch_s'] = e and e['reference']
-        out[f'{name}_vs_floor'] = e and e['ours'] / e['floor']
-        out[f'{name}_speedup_vs_reference'] = e and e['reference'] / e['ours']
+        for p in args.precisions:
+            out[f'{name}_epoch_s_{p}'] = e and e[f'ours_{p}']
+            out[f'floor_{name}_epoch_s_{p}'] = e and e[f'floor_{p}']
+            out[f'{name}_vs_floor_{p}'] = e and e[f'ours_{p}'] / e[f'floor_{p}']
+            out[f'{name}_speedup_vs_reference_{p}'] = e and e['reference'] / e[f'ours_{p}']
+        for key in ('{}_epoch_s', 'floor_{}_epoch_s', '{}_vs_floor', '{}_speedup_vs_reference'):
+            out[key.format(name)] = out[key.format(name) + f'_{headline}']
     out = {k: (round(v, 4) if v is not None else None) for k, v in out.items()}
     out.update({
         'device': device_name(device), 'device_type': device.type, 'torch': torch.__version__,
-        'threads': torch.get_num_threads(), 'channels_last': args.channels_last, 'amp': args.amp,
+        'threads': torch.get_num_threads(), 'channels_last': args.channels_last,
+        'precisions': list(args.precisions), 'default_precision': default, 'precision': headline,
+        'amp': headline == 'bf16', 'native_bf16': native_bf16(device),
+        'cpu_features': sorted(f for f in cpu_features() if f in SHOWN_CPU_FLAGS) if device.type == 'cpu' else [],
         'compile': args.compile, 'iters': args.block * args.rounds, 'rounds': args.rounds,
         'warmup': args.warmup, 'num_workers': args.num_workers, 'data': data_kind,
         'n_images': args.n_images_used, 'epoch_iters': EPOCH_ITERS,
         'spread_epoch_s': {name: {kind: [round(min(v) * EPOCH_ITERS, 4), round(max(v) * EPOCH_ITERS, 4)]
                                   for kind, v in per.items()} for name, per in times.items()},
     })
-    out['targets'] = {key: {'value': out[key], 'op': op, 'threshold': thr,
-                            'pass': None if out[key] is None else
-                            (out[key] <= thr if op == '<=' else out[key] >= thr)}
-                      for key, op, thr, _ in TARGETS}
+    # the speed-up targets of the headline precision (bf16's only where the device computes it natively)
+    out['targets'] = targets(out, args.precisions, headline if headline == 'fp32' or out['native_bf16'] else 'fp32')
     return out
 
 
+# CPU flags that decide the arithmetic: shown in the report
+SHOWN_CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile', 'amx_int8', 'avx512_fp16')
+
+
 def report(res, data_desc):
+    features = ', '.join(res['cpu_features']) or 'none of ' + ', '.join(SHOWN_CPU_FLAGS)
     lines = [
         f'Colored-MNIST training speed, one epoch = {EPOCH_IMAGES} images at batch {BATCH_SIZE} '
         f'({EPOCH_ITERS} iterations)',
         f'device: {res["device_type"]} - {res["device"]}; torch {res["torch"]}, {res["threads"]} threads',
-        f'ours/floor: channels_last {res["channels_last"]}, amp {res["amp"]}, compile {res["compile"]}; '
+    ]
+    if res['device_type'] == 'cpu':
+        lines.append(f'CPU features: {features}; native bf16: {"yes" if res["native_bf16"] else "no"}')
+    lines += [
+        f'precision: train.py\'s default here is {res["default_precision"]} (--precision); measured: '
+        f'{", ".join(res["precisions"])}',
+        f'ours/floor: channels_last {res["channels_last"]}, compile {res["compile"]}; '
         f'reference: the authors\' data pipeline and training step, contiguous, fp32, eager, '
         f'{res["num_workers"]} loader workers',
         f'data: {data_desc}, {res["n_images"]} images',
         f'{res["rounds"]} rounds x {res["iters"] // res["rounds"]} iterations per pipeline and method '
         f'(medians over rounds), warm-up {res["warmup"]}',
         '',
-        f'{"method":<9} {"ours s/epoch":>13} {"floor s/epoch":>14} {"reference s/epoch":>18} '
-        f'{"ours/floor":>11} {"reference/ours":>15}',
     ]
+    rows = []
     for name in METHOD_NAMES:
-        if res[f'{name}_epoch_s'] is None:
+        if res.get(f'reference_{name}_epoch_s') is None:
             continue
-        lines.append(f'{name:<9} {res[f"{name}_epoch_s"]:>13.2f} {res[f"floor_{name}_epoch_s"]:>14.2f} '
-                     f'{res[f"reference_{name}_epoch_s"]:>18.2f} {res[f"{name}_vs_floor"]:>10.3f}x '
-                     f'{res[f"{name}_speedup_vs_reference"]:>14.3f}x')
+        for p in res['precisions']:
+            rows.append((name, p, f'{res[f"{name}_epoch_s_{p}"]:.2f}', f'{res[f"floor_{name}_epoch_s_{p}"]:.2f}',
+                         f'{res[f"{name}_vs_floor_{p}"]:.3f}x', f'{res[f"reference_{name}_epoch_s"]:.2f}',
+                         f'{res[f"{name}_speedup_vs_reference_{p}"]:.3f}x'))
+    lines.append(format_table(['method', 'precision', 'ours s/epoch', 'floor s/epoch', 'ours/floor',
+                               'reference s/epoch (fp32)', 'reference/ours'], rows, align='llrrrrr'))
     lines += ['', 'spread over rounds, s/epoch (min-max):']
     for name, per in res['spread_epoch_s'].items():
         lines.append(f'  {name:<9} ' + '   '.join(f'{kind} {lo:.2f}-{hi:.2f}' for kind, (lo, hi) in per.items()))
     lines += ['', 'targets (set for --quick):']
-    for key, op, thr, desc in TARGETS:
-        t = res['targets'][key]
+    for key, t in res['targets'].items():
         verdict = 'n/a ' if t['pass'] is None else ('PASS' if t['pass'] else 'FAIL')
         value = 'not measured' if t['value'] is None else f'{key} = {t["value"]:.3f}'
-        lines.append(f'  {verdict}  {desc} ({value}, needs {op} {thr})')
+        lines.append(f'  {verdict}  {t["desc"]} ({value}, needs {t["op"]} {t["threshold"]})')
     return '\n'.join(lines)
 
 
@@ -416,7 +466,9 @@ def build_parser():
     p.add_argument('--warmup', type=nonneg_int, default=None,
                    help='untimed iterations per pipeline and method first (default 5, --quick 3)')
     p.add_argument('--methods', nargs='+', choices=METHOD_NAMES, default=list(METHOD_NAMES))
-    p.add_argument('--amp', action='store_true', help='bfloat16 autocast for ours and floor')
+    p.add_argument('--precisions', nargs='+', choices=PRECISIONS, default=None,
+                   help='precisions of ours and floor (default: fp32, and bf16 where the device computes it natively)')
+    p.add_argument('--amp', action='store_true', help='the same as --precisions bf16')
     p.add_argument('--compile', action='store_true', help='torch.compile f and g for ours and floor')
     p.add_argument('--no_channels_last', dest='channels_last', action='store_false',
                    help='ours and floor in the default memory layout')
@@ -450,11 +502,23 @@ def parse_args(argv=None):
     return args
 
 
+def resolve_precisions(args, device):
+    """The precisions to measure and train.py's default precision on ``device``."""
+    if args.amp:
+        args.precisions = ['bf16']
+    if not args.precisions:
+        args.precisions = ['fp32', 'bf16'] if native_bf16(device) else ['fp32']
+    args.precisions = [p for p in PRECISIONS if p in args.precisions]
+    args.default_precision = resolve_precision(get_option(['-e', 'speed']), device)
+    return args
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device or 'auto')
+    resolve_precisions(args, device)
 
     def log(msg):
         print(f'[speed] {msg}', file=sys.stderr, flush=True)

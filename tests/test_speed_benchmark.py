@@ -10,13 +10,15 @@ from dataset.tensors import Split, make_split
 REQUIRED_NUMBERS = ('baseline_epoch_s', 'lnl_epoch_s', 'floor_baseline_epoch_s', 'floor_lnl_epoch_s',
                     'reference_baseline_epoch_s', 'reference_lnl_epoch_s', 'baseline_vs_floor',
                     'lnl_vs_floor', 'baseline_speedup_vs_reference', 'lnl_speedup_vs_reference')
-REQUIRED_OTHER = ('device', 'torch', 'channels_last', 'amp', 'compile', 'iters', 'data')
+REQUIRED_OTHER = ('device', 'torch', 'channels_last', 'amp', 'compile', 'iters', 'data', 'precisions',
+                  'default_precision', 'cpu_features', 'native_bf16')
 
 
 def test_main_prints_json_last(capsys, tmp_path):
     out_file = tmp_path / 'speed.json'
     speed.main(['--quick', '--iters', '2', '--warmup', '1', '--synthetic', '--n_images', '512',
-                '--num_workers', '0', '--device', 'cpu', '--threads', '1', '--json', str(out_file)])
+                '--num_workers', '0', '--device', 'cpu', '--threads', '1', '--json', str(out_file),
+                '--precisions', 'fp32', 'bf16'])
     stdout = capsys.readouterr().out
     lines = stdout.strip().splitlines()
     res = json.loads(lines[-1])
@@ -27,6 +29,14 @@ def test_main_prints_json_last(capsys, tmp_path):
     assert res['data'] == 'synthetic'
     assert res['iters'] == 2
     assert 'ours s/epoch' in stdout and ('PASS' in stdout or 'FAIL' in stdout)
+    # fp32 and bf16 side by side, each against its own floor; the headline is train.py's default precision
+    for p in ('fp32', 'bf16'):
+        for key in (f'baseline_epoch_s_{p}', f'lnl_epoch_s_{p}', f'baseline_vs_floor_{p}', f'lnl_vs_floor_{p}'):
+            assert res[key] > 0, key
+        assert f'lnl_vs_floor_{p}' in res['targets']
+    assert res['precision'] == res['default_precision'] == 'fp32'
+    assert res['baseline_epoch_s'] == res['baseline_epoch_s_fp32']
+    assert 'CPU features:' in stdout
     assert json.loads(out_file.read_text()) == res
 
 
