@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 import methods
-from utils import UserError, atomic_path
+from utils import UserError, atomic_open
 
 CHECKPOINT_FORMAT = 'lnl-checkpoint-v1'
 
@@ -68,8 +68,8 @@ def save_checkpoint(path, method, epoch, batch_gen, progress=None):
         'rng': rng_state(batch_gen),
         'progress': progress,
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_open(path, 'wb') as fh:
+        torch.save(state, fh)
     return path
 
 

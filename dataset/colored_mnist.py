@@ -52,7 +52,7 @@ if __package__ in (None, ''):  # run as a script: make the repository root impor
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset.mnist_raw import load_mnist  # noqa: E402
-from utils import DATA_DIR, Parser, UserError, atomic_path, run_main  # noqa: E402
+from utils import DATA_DIR, Parser, UserError, atomic_open, run_main  # noqa: E402
 
 # The mean colour of each digit class (RGB, 0..255), with a name for each, per palette.
 # released: fitted to the per-class statistics of the authors' released sigma^2 = 0.020 file
@@ -183,9 +183,8 @@ def generate(mnist, color_var, seed=DEFAULT_SEED, progress=None, palette=DEFAULT
 
 def save(data, path):
     """Write ``data`` in the authors' format, atomically (temporary name, then rename)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, 'wb') as fh:
-            np.save(fh, data, allow_pickle=True)
+    with atomic_open(path, 'wb') as fh:
+        np.save(fh, data, allow_pickle=True)
 
 
 def validate(data, path):

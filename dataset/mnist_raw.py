@@ -23,7 +23,7 @@ import zipfile
 
 import numpy as np
 
-from utils import UserError, atomic_path
+from utils import UserError, atomic_open
 
 SHA256 = {
     'train_images': '741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757',
@@ -191,9 +191,8 @@ def read_cache(path):
 
 
 def write_cache(arrays, path):
-    with atomic_path(path) as tmp:
-        with open(tmp, 'wb') as fh:
-            np.savez_compressed(fh, **arrays)
+    with atomic_open(path, 'wb') as fh:
+        np.savez_compressed(fh, **arrays)
 
 
 def load_mnist(mnist_dir=None, cache_dir=None, log=print):
