@@ -168,14 +168,15 @@ def launch_local(phases, bar, args, in_process=False):
     for phase in phases:
         for spec in phase:
             bar.set_postfix_str(spec['name'])
-            results[spec['name']] = execute(spec, in_process=in_process, fresh=in_process)
+            results[spec['name']] = execute(spec, in_process=in_process, fresh=args.smoke)
             bar.update()
     return results
 
 
 def launch_in_process(phases, bar, args):
-    """One run after another in this process (the smoke run; methods registered only in this process);
-    every run starts afresh."""
+    """One run after another in this process (the smoke run; methods registered only in this process).
+    The smoke run starts every run afresh; otherwise finished runs are skipped and others resumed, as with
+    the local launcher."""
     return launch_local(phases, bar, args, in_process=True)
 
 
@@ -246,7 +247,7 @@ def visible_gpus():
 
 LAUNCHERS = {
     'local': (launch_local, 'one run after another on this machine'),
-    'inprocess': (launch_in_process, 'one run after another inside this process, each started afresh'),
+    'inprocess': (launch_in_process, 'one run after another inside this process (what --smoke uses)'),
     'multi_gpu': (launch_multi_gpu, 'one run per visible GPU at a time'),
     'slurm': (launch_submitit, 'one Slurm job per run through submitit'),
     'submitit_local': (launch_submitit, 'submitit\'s local executor'),

@@ -35,10 +35,13 @@ def test_an_extra_method_runs_through_the_sweep_and_the_report(small_data_dir, t
     with methods.registered(Tiny):
         assert get_option(['-e', 'x', '--method', 'tiny']).tiny_scale == 1.0
         assert 'tiny_scale' in checkpoint.run_defining('tiny') and 'tiny_scale' not in checkpoint.run_defining('lnl')
-        results = sweep.main(['--color_vars', f'{SMALL_VAR:.3f}', '--methods', 'tiny', 'baseline', '--seeds', '1',
-                              '--out', str(out), '--data_dir', str(small_data_dir), '--launcher', 'inprocess',
-                              '--', '--dry_run', '--max_step', '2', '--no_generate', '--tiny_scale', '0.5'])
+        argv = ['--color_vars', f'{SMALL_VAR:.3f}', '--methods', 'tiny', 'baseline', '--seeds', '1',
+                '--out', str(out), '--data_dir', str(small_data_dir), '--launcher', 'inprocess',
+                '--', '--dry_run', '--max_step', '2', '--no_generate', '--tiny_scale', '0.5']
+        results = sweep.main(argv)
         assert results == {'baseline_var0.020_seed1': 'finished', 'tiny_var0.020_seed1': 'finished'}
+        # relaunched, the finished runs are kept (only --smoke starts its runs afresh)
+        assert set(sweep.main(argv).values()) == {'skipped'}
         opts = json.loads((out / 'tiny_var0.020_seed1' / 'options.json').read_text())
         assert opts['method'] == 'tiny' and opts['lr'] == 0.002 and opts['tiny_scale'] == 0.5
         assert opts['use_pretrain'] and opts['checkpoint'].endswith('baseline_var0.020_seed1/checkpoint_last.pth')
