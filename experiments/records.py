@@ -66,7 +66,7 @@ def load_runs(root):
     Keys: ``name`` (folder relative to root), ``path``, ``method`` (lower case), ``color_var`` ('%.3f'
     string, or None when neither options.json nor a record gives it), ``seed``, ``test`` (the last
     record with ``test_acc``, or None), ``epochs`` ({epoch: record} of the per-epoch records; a
-    resumed run that repeated an epoch keeps the later record) and ``dry_run``.
+    resumed run that repeated an epoch keeps the later record), ``dry_run`` and ``options`` (options.json).
     """
     root = os.fspath(root)
     if not os.path.exists(root):
@@ -100,6 +100,7 @@ def load_runs(root):
             'epochs': epochs,
             'dry_run': bool(opts.get('dry_run') or (test or {}).get('dry_run')
                             or any(r.get('dry_run') for r in epochs.values())),
+            'options': opts,
         })
     if not runs:
         raise UserError(f'no runs under {root} (looked for folders holding results.jsonl and options.json)')
