@@ -151,7 +151,9 @@ def test_second_process_in_a_run_folder_refuses_with_the_holders_pid(small_data_
     runs = tmp_path / 'runs'
     first = popen(train_args(small_data_dir, runs, 'dup', '--method', 'lnl', '--max_step', 10000))
     try:
-        _wait(lambda: RunLock.holder(str(runs / 'dup')) is not None, first)
+        # the first process holds the lock and has written its options (it is training)
+        _wait(lambda: RunLock.holder(str(runs / 'dup')) is not None and (runs / 'dup' / 'options.json').exists(),
+              first)
         proc = run_py(train_args(small_data_dir, runs, 'dup', '--method', 'baseline', '--max_step', 1))
         assert_user_error(proc, 'is in use by process', str(first.pid))
     finally:
