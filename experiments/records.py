@@ -204,9 +204,10 @@ def last_epoch_gains(runs):
     for run in runs:
         pts = monitored(run)
         if len(pts) >= 2 and run['method'] is not None and run['color_var'] is not None:
-            out.append(((float(run['color_var']),) + run_order(run),
+            rank, method, seeds = run_order(run)
+            out.append(((rank, float(run['color_var']), method, seeds),
                         run['name'], pts[-1][0], pts[-1][1], pts[-1][1] - pts[-2][1]))
-    out.sort(key=lambda o: (o[0][1], o[0][0]) + o[0][2:])
+    out.sort(key=lambda o: o[0])
     return [o[1:] for o in out]
 
 
