@@ -315,6 +315,8 @@ def build(name, device, args, reference=False, precision='fp32'):
     opt = get_option(argv)
     seed_everything(0)
     method = methods.build_method(opt, device)
+    if reference:
+        method.net.fast_f = False  # the authors' f: bn0 -> conv1 -> ReLU -> max-pool, unfolded
     if reference and name == 'lnl':
         method = AuthorsLNLStep(method)
     return opt, method

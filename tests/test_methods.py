@@ -42,6 +42,75 @@ def test_shapes_and_authors_names():
     assert ColorPredictor(num_bins=5, in_ch=16)(torch.randn(1, 16, 14, 14))[0].shape == (1, 5, 14, 14)
 
 
+def _authors_f(net, x):
+    """f as the authors' code writes it: BN -> conv5x5 -> ReLU -> max-pool -> conv3x3 -> ReLU."""
+    x = torch.nn.functional.max_pool2d(torch.relu(net.conv1(net.bn0(x))), kernel_size=3, stride=2, padding=1)
+    return torch.relu(net.conv2(x))
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('training', [True, False])
+def test_fast_f_matches_the_authors_f(channels_last, training):
+    """The folded bn0 -> conv1 and the pool-before-ReLU order give the authors' features, gradients (from
+    the classifier and from a gradient that enters f directly, as LNL's reversed colour gradient does) and
+    bn0 running statistics, over several SGD steps."""
+    torch.manual_seed(0)
+    fast = ConvNet()
+    with torch.no_grad():  # bn0 away from its identity initialisation, so that a and b matter
+        fast.bn0.weight.uniform_(0.5, 1.5)
+        fast.bn0.bias.uniform_(-0.5, 0.5)
+    ref = copy.deepcopy(fast)
+    ref.fast_f = False
+    x, _, labels = _batch(32)
+    x = x * 0.7 + 0.3  # channel means away from 0
+    x_ref = x  # contiguous: on channels-last input PyTorch's CPU BatchNorm statistics are off by ~1e-4
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opts = [torch.optim.SGD(n.parameters(), lr=0.05, momentum=0.9) for n in (fast, ref)]
+    fast.train(training)
+    ref.train(training)
+    for _ in range(3):
+        outs = []
+        for net, opt, f_of, inp in ((fast, opts[0], fast.f, x), (ref, opts[1], lambda x: _authors_f(ref, x), x_ref)):
+            feat = f_of(inp)
+            logits = net.g(feat)
+            loss = torch.nn.functional.cross_entropy(logits, labels) + (feat * feat.detach().flip(0)).mean()
+            opt.zero_grad()
+            loss.backward()
+            outs.append((feat.detach(), [p.grad.clone() for p in net.parameters()]))
+            opt.step()
+        (feat_a, grads_a), (feat_b, grads_b) = outs
+        assert torch.allclose(feat_a, feat_b, atol=1e-5)
+        for (name, _), ga, gb in zip(fast.named_parameters(), grads_a, grads_b):
+            assert torch.allclose(ga, gb, atol=1e-5, rtol=1e-4), name
+    # few positions, so that an unbiased and a biased variance would differ visibly in the running estimate
+    fast.f(x[:4, :, :6, :6])
+    _authors_f(ref, x_ref[:4, :, :6, :6])
+    for name in ('running_mean', 'running_var', 'num_batches_tracked'):
+        assert torch.allclose(getattr(fast.bn0, name).float(), getattr(ref.bn0, name).float(), atol=1e-6), name
+    with torch.no_grad():  # evaluation takes the unfolded path: the same features
+        assert torch.allclose(fast.f(x), _authors_f(ref, x_ref), atol=1e-5)
+
+
+def test_channel_moments_and_add_image():
+    from models.networks import AddImage, channel_moments
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, 9, 9, generator=g) * 0.01 + 1000.0  # a large offset: no cancellation
+    for batch in (x, x.contiguous(memory_format=torch.channels_last)):
+        mean, var = channel_moments(batch)
+        ref_var, ref_mean = torch.var_mean(x.double(), dim=(0, 2, 3), correction=0)
+        assert torch.allclose(mean.double(), ref_mean, rtol=1e-7) and torch.allclose(var.double(), ref_var, rtol=1e-3)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        batch = torch.randn(8, 4, 5, 6, generator=g).contiguous(memory_format=fmt)
+        image = torch.randn(1, 4, 5, 6, generator=g, requires_grad=True)
+        weight = torch.randn(8, 4, 5, 6, generator=g).contiguous(memory_format=fmt)
+        a = batch.clone().requires_grad_()
+        (AddImage.apply(a * 1.0, image) * weight).sum().backward()
+        assert torch.allclose(image.grad, weight.sum(0, keepdim=True), atol=1e-5)
+        assert torch.equal(a.grad, weight)
+
+
 def test_authors_initialisation():
     torch.manual_seed(0)
     net = ConvNet()
