@@ -8,7 +8,8 @@ train.sh names its runs the same way). A run whose ``done`` marker and test reco
 sweep is relaunched; a half-finished one is resumed from its newest intact checkpoint. A method that starts
 from another (``start_from`` in its class: LNL and BlindEye start from the baseline run of the same sigma^2
 and seed, the authors' recipe) runs in the second phase, at its own learning rate (the class's ``lr``:
-0.01 for the baseline and Gray, 0.001 for the unlearning). After training, each run is evaluated by test.py
+0.01 for the baseline and Gray, 0.001 for the unlearning) and, with ``--unlearn_max_step``, for its own number
+of epochs. After training, each run is evaluated by test.py
 (``--probe`` for the methods whose class says ``probed``). Arguments after ``--`` go to train.py.
 ``python -m experiments.collect_results <out>`` turns the folder into the Fig. 4 table and plot.
 """
@@ -54,9 +55,11 @@ def make_specs(args):
                     test = ['-e', name, '--save_dir', args.out, '--data_dir', args.data_dir]
                     if cls.probed and not args.no_probe:
                         test += ['--probe']
+                    train += list(args.train_args)
+                    if cls.start_from and args.unlearn_max_step is not None:
+                        train += ['--max_step', str(args.unlearn_max_step)]  # the last --max_step counts
                     specs.append({'name': name, 'method': m, 'color_var': cv, 'seed': seed, 'phase': phase,
-                                  'run_dir': os.path.join(args.out, name),
-                                  'train': train + list(args.train_args), 'test': test})
+                                  'run_dir': os.path.join(args.out, name), 'train': train, 'test': test})
     return specs
 
 
@@ -282,6 +285,9 @@ def build_parser():
                    help='lr of the runs that start from scratch (default: each method\'s own, 0.01)')
     p.add_argument('--unlearn_lr', type=positive_float, default=None,
                    help='lr of the runs that start from a baseline (default: each method\'s own, 0.001)')
+    p.add_argument('--unlearn_max_step', type=positive_int, default=None, metavar='EPOCHS',
+                   help='train.py --max_step of the runs that start from a baseline (default: the --max_step '
+                        'given to train.py after --, as for the other runs)')
     p.add_argument('--no_probe', action='store_true', help='skip the bias-leakage probe after training')
     p.add_argument('--timeout_min', type=positive_int, default=24 * 60, help='submitit: time limit of one job')
     p.add_argument('--partition', default=None, help='slurm partition')

@@ -70,3 +70,19 @@ def test_multi_gpu_launcher_assigns_one_device_per_run(small_data_dir, tmp_path,
 def test_sweep_needs_baseline_for_pretrained_methods(tmp_path):
     proc = run_py(['-m', 'experiments.sweep', '--methods', 'lnl', '--out', tmp_path, '--seeds', '1'])
     assert_user_error(proc, 'add baseline to --methods')
+
+
+def test_unlearn_max_step_sets_the_epochs_of_the_runs_from_a_baseline(tmp_path, monkeypatch):
+    from option import get_option
+    seen = {}
+
+    def fake_execute(spec, **kwargs):
+        seen[spec['method']] = get_option(spec['train'])
+        return 'finished'
+    monkeypatch.setattr(sweep, 'execute', fake_execute)
+    monkeypatch.setattr('dataset.colored_mnist.ensure', lambda *a, **k: None)
+    sweep.main(['--color_vars', '0.020', '--seeds', '1', '--out', str(tmp_path / 's'), '--unlearn_max_step', '12',
+                '--', '--max_step', '20', '--lr_decay_period', '15'])
+    assert {m: o.max_step for m, o in seen.items()} == {'baseline': 20, 'gray': 20, 'lnl': 12, 'blindeye': 12}
+    assert {o.lr_decay_period for o in seen.values()} == {15}
+    assert seen['lnl'].lr == 0.001 and seen['baseline'].lr == 0.01
