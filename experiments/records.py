@@ -197,16 +197,24 @@ def run_order(run):
     return (order.get(run['method'], len(order)), run['method'] or '', seed_order(run))
 
 
-def last_epoch_gains(runs):
+def first_within(points, tol=0.01):
+    """The first monitored epoch whose accuracy is within ``tol`` of the run's last one: how many epochs
+    the run needed to come near where it ended."""
+    final = points[-1][1]
+    return next(e for e, acc in points if acc >= final - tol)
+
+
+def last_epoch_gains(runs, tol=0.01):
     """Per run with at least two monitored epochs: (name, last epoch, its accuracy, change over the
-    last epoch), in method and sigma^2 order; shows whether the curves have flattened."""
+    last epoch, first epoch within ``tol`` of the last accuracy), in method and sigma^2 order; shows
+    whether the curves have flattened, and how early."""
     out = []
     for run in runs:
         pts = monitored(run)
         if len(pts) >= 2 and run['method'] is not None and run['color_var'] is not None:
             rank, method, seeds = run_order(run)
             out.append(((rank, float(run['color_var']), method, seeds),
-                        run['name'], pts[-1][0], pts[-1][1], pts[-1][1] - pts[-2][1]))
+                        run['name'], pts[-1][0], pts[-1][1], pts[-1][1] - pts[-2][1], first_within(pts, tol)))
     out.sort(key=lambda o: o[0])
     return [o[1:] for o in out]
 

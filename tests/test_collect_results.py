@@ -174,3 +174,16 @@ def test_methods_option_keeps_only_those_rows(runs_dir, tmp_path):
     text = (tmp_path / 'f.md').read_text()
     assert '| Baseline |' in text and '| Gray |' in text
     assert '| LNL |' not in text and '| BlindEye |' not in text and 'LNL: probe' not in text
+
+
+def test_first_epoch_within_a_point_of_the_end(runs_dir, tmp_path):
+    pts = [(1, 0.20), (2, 0.50), (3, 0.7905), (4, 0.75), (5, 0.80)]
+    assert records.first_within(pts) == 3 and records.first_within(pts, tol=0.001) == 5
+    assert records.first_within([(1, 0.9), (2, 0.5)]) == 1  # a curve that ends below its start
+    readme = tmp_path / 'README.md'
+    readme.write_text('<!-- results:begin -->\n<!-- results:end -->\n', encoding='utf-8')
+    assert run_script(runs_dir, '--readme', readme, '--out_prefix', tmp_path / 'fig4', '--no_plot').returncode == 0
+    rows = [ln for ln in readme.read_text(encoding='utf-8').splitlines() if ln.startswith('| lnl_var0.020_seed1 |')]
+    run = next(r for r in records.load_runs(str(runs_dir)) if r['name'] == 'lnl_var0.020_seed1')
+    pts = records.monitored(run)
+    assert rows and rows[0].rstrip(' |').endswith(f'| {records.first_within(pts)}')
