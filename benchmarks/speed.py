@@ -515,6 +515,34 @@ def resolve_precisions(args, device):
     return args
 
 
+TRAIN_TIME_SECTION = 'train_time'
+
+
+def has_section(readme, name):
+    try:
+        with open(readme, encoding='utf-8') as fh:
+            return f'<!-- {name}:begin -->' in fh.read()
+    except OSError:
+        return False
+
+
+def duration(seconds):
+    return f'{seconds / 3600:.1f} h' if seconds >= 90 * 60 else f'{seconds / 60:.0f} min'
+
+
+def train_time_text(res):
+    """What ``bash train.sh`` (100 baseline + 100 LNL epochs) and a 10-epoch run cost at the measured
+    per-epoch times, for each measured precision (the README's Quick start)."""
+    parts = []
+    for prec in res['precisions']:
+        per_epoch = res[f'baseline_epoch_s_{prec}'] + res[f'lnl_epoch_s_{prec}']
+        parts.append(f'{prec}: `bash train.sh` about {duration(100 * per_epoch)}, `--max_step 10` about '
+                     f'{duration(10 * per_epoch)}')
+    return (f'At the epoch times of the Speed section ({res["device"]}, {res["threads"]} threads; training steps '
+            'only, the per-epoch test monitor and the evaluation add a few minutes): ' + '; '.join(parts) +
+            f'. train.py\'s default precision here: {res["default_precision"]}.')
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.threads:
@@ -538,6 +566,8 @@ def main(argv=None):
         cmd = 'python benchmarks/speed.py ' + ' '.join(a for a in (argv if argv is not None else sys.argv[1:])
                                                         if not a.startswith('--readme') and a != args.readme)
         replace_readme_section(args.readme, args.section, f'```\n$ {cmd.strip()}\n{report(res, data_desc)}\n```')
+        if has_section(args.readme, TRAIN_TIME_SECTION):
+            replace_readme_section(args.readme, TRAIN_TIME_SECTION, train_time_text(res))
     print(line, flush=True)
     if args.check and not all(t['pass'] for t in res['targets'].values() if t['pass'] is not None):
         sys.exit(1)

@@ -6,6 +6,8 @@ import torch
 
 from benchmarks import speed
 from dataset.tensors import Split, make_split
+from option import get_option
+from utils import resolve_precision
 
 REQUIRED_NUMBERS = ('baseline_epoch_s', 'lnl_epoch_s', 'floor_baseline_epoch_s', 'floor_lnl_epoch_s',
                     'reference_baseline_epoch_s', 'reference_lnl_epoch_s', 'baseline_vs_floor',
@@ -34,10 +36,27 @@ def test_main_prints_json_last(capsys, tmp_path):
         for key in (f'baseline_epoch_s_{p}', f'lnl_epoch_s_{p}', f'baseline_vs_floor_{p}', f'lnl_vs_floor_{p}'):
             assert res[key] > 0, key
         assert f'lnl_vs_floor_{p}' in res['targets']
-    assert res['precision'] == res['default_precision'] == 'fp32'
-    assert res['baseline_epoch_s'] == res['baseline_epoch_s_fp32']
+    default = resolve_precision(get_option(['-e', 'x']), torch.device('cpu'))
+    assert res['precision'] == res['default_precision'] == default
+    assert res['baseline_epoch_s'] == res[f'baseline_epoch_s_{default}']
     assert 'CPU features:' in stdout
     assert json.loads(out_file.read_text()) == res
+
+
+def test_readme_sections_with_the_train_sh_times(capsys, tmp_path):
+    readme = tmp_path / 'README.md'
+    readme.write_text('A\n<!-- train_time:begin -->\nold\n<!-- train_time:end -->\nB\n'
+                      '<!-- speed:begin -->\n<!-- speed:end -->\n', encoding='utf-8')
+    res = speed.main(['--quick', '--iters', '2', '--warmup', '1', '--synthetic', '--n_images', '512',
+                      '--num_workers', '0', '--device', 'cpu', '--threads', '1', '--precisions', 'fp32',
+                      '--readme', str(readme)])
+    text = readme.read_text(encoding='utf-8')
+    timing = text.split('<!-- train_time:begin -->')[1].split('<!-- train_time:end -->')[0]
+    assert 'old' not in timing and '$ python benchmarks/speed.py --quick' in text
+    seconds = 100 * (res['baseline_epoch_s_fp32'] + res['lnl_epoch_s_fp32'])
+    expected = f'{seconds / 3600:.1f} h' if seconds >= 5400 else f'{seconds / 60:.0f} min'
+    assert f'fp32: `bash train.sh` about {expected}' in timing
+    assert f"default precision here: {res['default_precision']}" in timing
 
 
 def test_reference_dataset_computes_what_make_split_does():
