@@ -12,7 +12,8 @@ import trainer
 
 
 def _opt(method, *extra):
-    return get_option(['-e', 'unit', '--method', method, '--lr', '0.05'] + list(extra))
+    """Options of a unit test: fp32, so that updates can be checked exactly (bf16 has tests of its own)."""
+    return get_option(['-e', 'unit', '--method', method, '--lr', '0.05', '--precision', 'fp32'] + list(extra))
 
 
 def _batch(n=16, seed=0):

@@ -13,6 +13,7 @@ def test_auto_picks_bf16_only_where_the_cpu_has_it(monkeypatch):
     monkeypatch.setattr(utils, 'cpu_features', lambda: {'avx2', 'avx512f', 'avx512_bf16'})
     opt = get_option(['-e', 'x', '--precision', 'auto'])
     assert utils.resolve_precision(opt, cpu) == 'bf16' and opt.amp and opt.precision_requested == 'auto'
+    assert utils.resolve_precision(get_option(['-e', 'x']), cpu) == 'bf16'  # auto is the default
     monkeypatch.setattr(utils, 'cpu_features', lambda: {'avx2', 'amx_bf16'})
     assert utils.resolve_precision(get_option(['-e', 'x', '--precision', 'auto']), cpu) == 'bf16'
     monkeypatch.setattr(utils, 'cpu_features', lambda: {'avx2', 'avx512f'})
@@ -23,7 +24,8 @@ def test_auto_picks_bf16_only_where_the_cpu_has_it(monkeypatch):
 def test_explicit_choices_and_the_amp_alias(monkeypatch):
     monkeypatch.setattr(utils, 'cpu_features', lambda: set())
     cpu = torch.device('cpu')
-    assert utils.resolve_precision(get_option(['-e', 'x']), cpu) == 'fp32'  # the default until parity is shown
+    opt = get_option(['-e', 'x'])
+    assert opt.precision == 'auto' and utils.resolve_precision(opt, cpu) == 'fp32'  # auto, no native bf16 here
     opt = get_option(['-e', 'x', '--amp'])
     assert utils.resolve_precision(opt, cpu) == 'bf16' and opt.amp and opt.precision_requested == 'bf16'
     opt = get_option(['-e', 'x', '--precision', 'bf16'])
@@ -41,6 +43,6 @@ def test_a_run_records_its_precision_and_resume_keeps_it(small_data_dir, tmp_pat
     opts = json.loads((runs / 'p' / 'options.json').read_text())
     assert opts['precision'] == 'bf16' and opts['amp'] is True and opts['precision_requested'] == 'bf16'
     assert 'precision bf16' in (runs / 'p' / 'train.log').read_text()
-    proc = run_py(base + ['--max_step', 2, '--resume'])  # fp32 by default: refused
+    proc = run_py(base + ['--max_step', 2, '--resume', '--precision', 'fp32'])  # another precision: refused
     assert proc.returncode != 0 and "precision='fp32' (checkpoint: 'bf16')" in proc.stderr
     assert run_py(base + ['--max_step', 2, '--resume', '--precision', 'bf16']).returncode == 0
