@@ -118,9 +118,10 @@ def channel_moments(x):
 
 
 class AddImage(torch.autograd.Function):
-    """``batch + image`` for a (N, C, H, W) batch and one (1, C, H, W) image, written into ``batch``. The image's gradient, the batch's
-    gradient summed over N, is reduced over a 2-D view in the gradient's memory order: a sum over dim 0 of a
-    channels-last 4-D tensor runs more than 10x slower on the CPU than the same sum over that view."""
+    """``batch + image`` for a (N, C, H, W) batch and one (1, C, H, W) image, written into ``batch``. The
+    image's gradient, the batch's gradient summed over N, is reduced over a 2-D view in the gradient's
+    memory order: a sum over dim 0 of a channels-last 4-D tensor runs more than 10x slower on the CPU than
+    the same sum over that view."""
 
     @staticmethod
     def forward(ctx, batch, image):
