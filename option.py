@@ -75,8 +75,8 @@ def build_parser(description='Learning Not to Learn on Colored-MNIST'):
     s.add_argument('--precision', choices=('fp32', 'bf16', 'auto'), default='auto',
                    help='arithmetic of training: fp32, bf16 (bfloat16 autocast), or auto: bf16 where the device '
                         'computes it natively (a CUDA device with bf16, a CPU with AMX or AVX512-BF16), fp32 '
-                        'elsewhere (the default; paired fp32/bf16 runs showed the same accuracy, see the README); the run '
-                        'records which it used')
+                        'elsewhere (the default; paired fp32/bf16 runs showed the same accuracy, see the '
+                        'README); the run records which it used')
     s.add_argument('--amp', action='store_true', help='the same as --precision bf16')
     s.add_argument('--compile', action='store_true', help='torch.compile f and g')
     return p
