@@ -50,6 +50,7 @@ Usage::
 
 The last line printed is one JSON object with every number (also written to ``--json``).
 """
+import contextlib
 import json
 import math
 import os
@@ -518,14 +519,6 @@ def resolve_precisions(args, device):
 TRAIN_TIME_SECTION = 'train_time'
 
 
-def has_section(readme, name):
-    try:
-        with open(readme, encoding='utf-8') as fh:
-            return f'<!-- {name}:begin -->' in fh.read()
-    except OSError:
-        return False
-
-
 def duration(seconds):
     return f'{seconds / 3600:.1f} h' if seconds >= 90 * 60 else f'{seconds / 60:.0f} min'
 
@@ -566,7 +559,7 @@ def main(argv=None):
         cmd = 'python benchmarks/speed.py ' + ' '.join(a for a in (argv if argv is not None else sys.argv[1:])
                                                         if not a.startswith('--readme') and a != args.readme)
         replace_readme_section(args.readme, args.section, f'```\n$ {cmd.strip()}\n{report(res, data_desc)}\n```')
-        if has_section(args.readme, TRAIN_TIME_SECTION):
+        with contextlib.suppress(UserError):  # a README without the section keeps only the table
             replace_readme_section(args.readme, TRAIN_TIME_SECTION, train_time_text(res))
     print(line, flush=True)
     if args.check and not all(t['pass'] for t in res['targets'].values() if t['pass'] is not None):

@@ -74,7 +74,7 @@ class ConvNet(nn.Module):
         bn = self.bn0
         if bn.training or bn.running_mean is None:
             with torch.no_grad():
-                mean, var = channel_moments(x.detach().float())
+                mean, var = channel_moments(x.float())
             if bn.training and bn.track_running_stats:
                 bn.num_batches_tracked.add_(1)
                 factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum

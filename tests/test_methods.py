@@ -43,12 +43,6 @@ def test_shapes_and_authors_names():
     assert ColorPredictor(num_bins=5, in_ch=16)(torch.randn(1, 16, 14, 14))[0].shape == (1, 5, 14, 14)
 
 
-def _authors_f(net, x):
-    """f as the authors' code writes it: BN -> conv5x5 -> ReLU -> max-pool -> conv3x3 -> ReLU."""
-    x = torch.nn.functional.max_pool2d(torch.relu(net.conv1(net.bn0(x))), kernel_size=3, stride=2, padding=1)
-    return torch.relu(net.conv2(x))
-
-
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('training', [True, False])
 def test_fast_f_matches_the_authors_f(channels_last, training):
@@ -73,8 +67,8 @@ def test_fast_f_matches_the_authors_f(channels_last, training):
     ref.train(training)
     for _ in range(3):
         outs = []
-        for net, opt, f_of, inp in ((fast, opts[0], fast.f, x), (ref, opts[1], lambda x: _authors_f(ref, x), x_ref)):
-            feat = f_of(inp)
+        for net, opt, inp in ((fast, opts[0], x), (ref, opts[1], x_ref)):  # ref.f: the authors' literal f
+            feat = net.f(inp)
             logits = net.g(feat)
             loss = torch.nn.functional.cross_entropy(logits, labels) + (feat * feat.detach().flip(0)).mean()
             opt.zero_grad()
@@ -87,11 +81,11 @@ def test_fast_f_matches_the_authors_f(channels_last, training):
             assert torch.allclose(ga, gb, atol=1e-5, rtol=1e-4), name
     # few positions, so that an unbiased and a biased variance would differ visibly in the running estimate
     fast.f(x[:4, :, :6, :6])
-    _authors_f(ref, x_ref[:4, :, :6, :6])
+    ref.f(x_ref[:4, :, :6, :6])
     for name in ('running_mean', 'running_var', 'num_batches_tracked'):
         assert torch.allclose(getattr(fast.bn0, name).float(), getattr(ref.bn0, name).float(), atol=1e-6), name
     with torch.no_grad():  # evaluation takes the unfolded path: the same features
-        assert torch.allclose(fast.f(x), _authors_f(ref, x_ref), atol=1e-5)
+        assert torch.allclose(fast.f(x), ref.f(x_ref), atol=1e-5)
 
 
 def test_channel_moments_and_add_image():
