@@ -219,6 +219,20 @@ def last_epoch_gains(runs, tol=0.01):
     return [o[1:] for o in out]
 
 
+def training_time(runs):
+    """Per method, in the table's order: (method, training epochs, mean seconds per epoch, total seconds),
+    from the ``epoch_time_s`` the runs recorded (the training steps of an epoch; the per-epoch test monitor
+    and the evaluation are not in it). Methods without a recorded time are left out."""
+    known = method_order()
+    out = []
+    for m in known + sorted({r['method'] for r in runs if r['method']} - set(known)):
+        times = [float(rec['epoch_time_s']) for r in runs if r['method'] == m for rec in r['epochs'].values()
+                 if isinstance(rec.get('epoch_time_s'), (int, float))]
+        if times:
+            out.append((m, len(times), sum(times) / len(times), sum(times)))
+    return out
+
+
 def curves(runs):
     """{sigma^2: [(method, [(epoch, acc), ...]), ...]} of the runs that monitored their test accuracy,
     in method then seed order (the input of :func:`figures.plot_curves`)."""

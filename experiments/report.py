@@ -81,12 +81,7 @@ def to_text(agg):
 def timing(runs):
     """Seconds per training epoch (``epoch_time_s``), mean over each method's runs and epochs, as a text
     table; '' when no run recorded it."""
-    rows = []
-    for m in records.method_order() + sorted({r['method'] for r in runs if r['method']} - set(records.method_order())):
-        times = [float(rec['epoch_time_s']) for r in runs if r['method'] == m for rec in r['epochs'].values()
-                 if isinstance(rec.get('epoch_time_s'), (int, float))]
-        if times:
-            rows.append((display_name(m), len(times), f'{sum(times) / len(times):.2f}'))
+    rows = [(display_name(m), n, f'{mean:.2f}') for m, n, mean, _ in records.training_time(runs)]
     return format_table(['method', 'epochs', 's/epoch'], rows, title='Training time per epoch') + '\n' if rows else ''
 
 
@@ -158,4 +153,10 @@ def readme_body(agg, runs, pngs, readme, budget=None, command=None, argv_shown='
                 markdown_table(['run', 'last epoch', 'accuracy', 'change', 'first within 0.01'],
                                [(name, e, f'{acc:.4f}', f'{d:+.4f}', first)
                                 for name, e, acc, d, first in gains]), '']
+    spent = records.training_time(runs)
+    if spent:
+        out += ['Training time the runs recorded (the training steps of each epoch; the per-epoch test monitor '
+                'and the evaluation come on top): ' + '; '.join(
+                    f'{display_name(m)} {n} epochs, {mean:.1f} s/epoch' for m, n, mean, _ in spent)
+                + f'; {sum(total for *_, total in spent) / 3600:.1f} h in all.', '']
     return '\n'.join(out).rstrip() + '\n'

@@ -9,6 +9,7 @@ After a deliberate change of the output format, regenerate the golden files from
 checked, copy ``/tmp/c/fig4.md`` and ``/tmp/c/fig4.csv`` to ``tests/data/collect/expected_fig4.*``.
 """
 import csv
+import json
 import os
 import shutil
 import statistics
@@ -187,3 +188,38 @@ def test_first_epoch_within_a_point_of_the_end(runs_dir, tmp_path):
     run = next(r for r in records.load_runs(str(runs_dir)) if r['name'] == 'lnl_var0.020_seed1')
     pts = records.monitored(run)
     assert rows and rows[0].rstrip(' |').endswith(f'| {records.first_within(pts)}')
+
+
+def test_training_time_in_the_readme_section(runs_dir, tmp_path):
+    # the fixture's epoch times are all equal: give each record its own, so that a mean, a maximum and a
+    # last value differ
+    for n, path in enumerate(sorted(runs_dir.rglob('results.jsonl'))):
+        text = path.read_text(encoding='utf-8')
+        parts = text.split('"epoch_time_s": 12.5')
+        path.write_text(''.join(p + (f'"epoch_time_s": {10 + 3.7 * n + 1.3 * i}' if i < len(parts) - 1 else '')
+                                for i, p in enumerate(parts)), encoding='utf-8')
+    # the recorded epoch times, read here straight from the results.jsonl files (a repeated epoch of a
+    # resumed run counts once, with its later record)
+    per_method = {}
+    for run in records.load_runs(str(runs_dir)):
+        by_epoch = {}
+        with open(os.path.join(run['path'], 'results.jsonl'), encoding='utf-8') as fh:
+            for line in fh:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if 'test_acc' not in rec and isinstance(rec.get('epoch'), int):
+                    by_epoch[rec['epoch']] = rec.get('epoch_time_s')
+        times = [t for t in by_epoch.values() if t is not None]
+        per_method.setdefault(run['method'], []).extend(times)
+    per_method = {m: t for m, t in per_method.items() if t}
+    assert per_method
+    readme = tmp_path / 'README.md'
+    readme.write_text('<!-- results:begin -->\n<!-- results:end -->\n', encoding='utf-8')
+    assert run_script(runs_dir, '--readme', readme, '--out_prefix', tmp_path / 'fig4', '--no_plot').returncode == 0
+    line = next(ln for ln in readme.read_text(encoding='utf-8').splitlines() if ln.startswith('Training time'))
+    for method, times in per_method.items():
+        assert f'{report.display_name(method)} {len(times)} epochs, {sum(times) / len(times):.1f} s/epoch' in line
+    total = sum(sum(t) for t in per_method.values())
+    assert line.endswith(f'; {total / 3600:.1f} h in all.')
