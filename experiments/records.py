@@ -223,14 +223,15 @@ def training_time(runs):
     """Per method, in the table's order: (method, training epochs, mean seconds per epoch, total seconds),
     from the ``epoch_time_s`` the runs recorded (the training steps of an epoch; the per-epoch test monitor
     and the evaluation are not in it). Methods without a recorded time are left out."""
-    known = method_order()
-    out = []
-    for m in known + sorted({r['method'] for r in runs if r['method']} - set(known)):
-        times = [float(rec['epoch_time_s']) for r in runs if r['method'] == m for rec in r['epochs'].values()
-                 if isinstance(rec.get('epoch_time_s'), (int, float))]
-        if times:
-            out.append((m, len(times), sum(times) / len(times), sum(times)))
-    return out
+    times = {}
+    for r in runs:
+        if r['method']:
+            times.setdefault(r['method'], []).extend(
+                float(rec['epoch_time_s']) for rec in r['epochs'].values()
+                if isinstance(rec.get('epoch_time_s'), (int, float)))
+    order = {m: i for i, m in enumerate(method_order())}
+    return [(m, len(t), sum(t) / len(t), sum(t))
+            for m, t in sorted(times.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])) if t]
 
 
 def curves(runs):
