@@ -13,7 +13,13 @@ Objectives, with the log key of each term in brackets:
      entropy of h, background included as in the authors' code). Only f and g step.
   2. A fresh forward pass through the updated f; h minimises CE_R + CE_G + CE_B on h(GRL(f(x)))
      [``loss_color``], background ignored. GRL is identity forward and multiplies the gradient by
-     -mu backward, so f steps to make h worse while h improves. f and h step, g does not.
+     -mu backward, so f steps to make h worse while h improves. f and h step; g has no gradient.
+
+  Which optimiser semantics step 2 uses is ``--optim_semantics``. ``current`` (the default): today's
+  PyTorch, where ``zero_grad()`` sets gradients to None and SGD skips g in step 2, i.e. the authors' code
+  run on current PyTorch. ``pytorch0.4``: the authors' code as it ran in 2018, where ``zero_grad()``
+  zeroed gradients in place, so step 2 also steps g on a zero gradient (its momentum and weight decay:
+  g moves twice per mini-batch); the same update as ``zero_grad(set_to_none=False)`` for f∘g's optimiser.
 
   The full objective of f, g is therefore ``loss_cls + lambda * loss_mi - mu * loss_color``.
 * ``blindeye`` (Alvi et al., ECCV-W 2018): f, g minimise CE(g(f(x)), y) [``loss_cls``] +
@@ -91,6 +97,7 @@ class HyperParameter:
     default: float
     help: str
     type: object = nonneg_float
+    choices: tuple = None
 
 
 class Method:
@@ -254,6 +261,11 @@ class LNL(Method):
     hyper_parameters = (
         HyperParameter('--lambda', 'lambda_', 0.01, 'LNL: weight of the negative-entropy (mutual-information) term'),
         HyperParameter('--mu', 'mu', 0.1, 'LNL: gradient-reversal scale'),
+        HyperParameter('--optim_semantics', 'optim_semantics', 'current',
+                       'LNL: optimiser semantics of step 2: current (today\'s PyTorch: g does not step) or '
+                       'pytorch0.4 (the authors\' 2018 PyTorch: zero_grad zeroed in place, so g also steps on a '
+                       'zero gradient, i.e. momentum and weight decay); see methods.py', type=str,
+                       choices=('current', 'pytorch0.4')),
     )
 
     def update(self, images, colors, labels):
@@ -284,7 +296,11 @@ class LNL(Method):
             feat = grad_reverse(self._f(images), self.opt.mu)
             color_logits = [lg.float() for lg in self.h(feat)]
             loss_color = color_loss(color_logits, colors)
-        self.zero_grad()
+        if self.opt.optim_semantics == 'pytorch0.4':
+            self.optimizers['net'].zero_grad(set_to_none=False)  # g keeps a zero gradient and steps on it
+            self.optimizers['h'].zero_grad()
+        else:
+            self.zero_grad()
         loss_color.backward()
         self.optimizers['net'].step()
         self.optimizers['h'].step()

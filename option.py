@@ -6,12 +6,12 @@ of the methods is an option with the authors' value as default.
 """
 import methods
 from dataset.colored_mnist import add_palette_argument, color_variance
-from utils import DATA_DIR, RUNS_DIR, Parser, nonneg_float, nonneg_int, number, positive_float, positive_int
+from utils import DATA_DIR, RUNS_DIR, Parser, nonneg_float, nonneg_int, number, positive_float, positive_int, run_name
 
 
 def build_parser(description='Learning Not to Learn on Colored-MNIST'):
     p = Parser(description=description)
-    p.add_argument('-e', '--exp_name', required=True, help='experiment name: the run folder under --save_dir')
+    p.add_argument('-e', '--exp_name', required=True, type=run_name, help='experiment name: the run folder under --save_dir')
     p.add_argument('--method', choices=methods.method_names(), default='lnl',
                    help='lnl (the paper); baseline, blindeye and gray are its comparison rows')
     p.add_argument('--train_baseline', action='store_true', help='the authors\' flag: same as --method baseline')
@@ -42,7 +42,7 @@ def build_parser(description='Learning Not to Learn on Colored-MNIST'):
     o.add_argument('--momentum', type=nonneg_float, default=0.9, help='SGD momentum')
     o.add_argument('--weight_decay', type=nonneg_float, default=0.0005, help='SGD weight decay')
     for hp in methods.hyper_parameters():  # each method's own constants, declared in its class
-        o.add_argument(hp.flag, dest=hp.dest, type=hp.type, default=hp.default, help=hp.help)
+        o.add_argument(hp.flag, dest=hp.dest, type=hp.type, default=hp.default, help=hp.help, choices=hp.choices)
     o.add_argument('--feat_ch', type=positive_int, default=32, help='channels of f\'s feature map (h\'s input)')
 
     r = p.add_argument_group('run')

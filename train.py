@@ -19,8 +19,8 @@ from dataset import colored_mnist
 from dataset.tensors import DRY_RUN_DATA, load_splits
 from option import get_option
 from trainer import Interrupted, Trainer
-from utils import (RunLock, UserError, atomic_write_text, resolve_device, resolve_precision, run_main,
-                   seed_everything)
+from utils import (RunLock, UserError, atomic_write_text, refuse_links, resolve_device, resolve_precision, run_main,
+                   seed_everything, sha256_file)
 
 
 def prepare_data(opt):
@@ -52,7 +52,8 @@ def clear_previous_run(run_dir):
 
 
 def command_line(argv, drop_resume=False):
-    """The command that ran, quoted so that it can be pasted; ``drop_resume`` removes ``--resume [PATH]``."""
+    """The command that ran, quoted so that it can be pasted; ``drop_resume`` removes ``--resume [PATH]`` and
+    ``--overwrite`` (the printed command then continues the run instead of replacing it)."""
     args = list(argv)
     if drop_resume:
         out, skip = [], False
@@ -64,7 +65,7 @@ def command_line(argv, drop_resume=False):
                 nxt = args[i + 1] if i + 1 < len(args) else None
                 skip = nxt is not None and not nxt.startswith('-')
                 continue
-            if a.startswith('--resume='):
+            if a.startswith('--resume=') or a == '--overwrite':
                 continue
             out.append(a)
         args = out
@@ -89,6 +90,7 @@ def warnings_for(opt):
 def main(argv=None):
     opt = get_option(argv)
     run_dir = os.path.join(opt.save_dir, opt.exp_name)
+    refuse_links(run_dir)
     lock = RunLock(run_dir).acquire()  # a second process training in this folder refuses here
     logger = logging.getLogger(f'lnl.{run_dir}')
     try:
@@ -147,6 +149,12 @@ def train(opt, run_dir, argv, logger):
         if not opt.checkpoint:
             raise UserError('--use_pretrain needs --checkpoint PATH (e.g. the baseline run\'s checkpoint_last.pth)')
         pretrain = C.read_checkpoint(opt.checkpoint, trust=opt.trust_checkpoint)
+    # Which file the run started from (recorded in options.json): the sweep redoes a run whose start changed.
+    # A resumed run keeps what its first start recorded; its weights come from its own checkpoint.
+    if resume is not None:
+        opt.pretrain_sha256 = resume[1].get('options', {}).get('pretrain_sha256')
+    else:
+        opt.pretrain_sha256 = sha256_file(opt.checkpoint) if pretrain is not None else None
 
     path = prepare_data(opt)
     seed_everything(opt.random_seed)
@@ -176,7 +184,7 @@ def train(opt, run_dir, argv, logger):
     method = methods.build_method(opt, device)
     if pretrain is not None:
         C.load_net_weights(method.net, pretrain['net_state_dict'], opt.checkpoint)
-        logger.info(f'f and g initialised from {opt.checkpoint}; h starts fresh')
+        logger.info(f'f and g initialised from {opt.checkpoint} (sha256 {opt.pretrain_sha256}); h starts fresh')
     tr = Trainer(opt, method, splits, run_dir, logger, writer)
     if resume is not None:
         tr.resume(*resume)

@@ -70,31 +70,81 @@ def atomic_write_text(path, text):
     return path
 
 
-def read_jsonl(path):
-    """The JSON objects of a JSON-lines file (``results.jsonl``), in order. Lines that do not parse (a
-    trailing line cut by a kill) and values that are not objects are skipped."""
+def read_jsonl(path, warn=True):
+    """The JSON objects of a JSON-lines file (``results.jsonl``), in order. A line that does not parse (one
+    cut by a kill or a full disk) or is not an object is skipped, with a warning on stderr that names it
+    (``warn=False``: silently)."""
     records = []
-    with open(path, encoding='utf-8', errors='replace') as fh:
-        for line in fh:
+    with open_no_follow(path, 'r') as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
-                continue
+                rec = None
             if isinstance(rec, dict):
                 records.append(rec)
+            elif warn:
+                print(f'warning: {path}, line {number}: not a JSON record (cut by a kill or a full disk?); '
+                      'skipped', file=sys.stderr)
     return records
+
+
+def open_fd_no_follow(path, flags):
+    """``os.open(path, flags)`` that refuses a symbolic link at ``path`` with a ``UserError``: a run folder's
+    files are written and read where they are, never through a link to somewhere else."""
+    try:
+        return os.open(path, flags | getattr(os, 'O_NOFOLLOW', 0), 0o644)
+    except OSError:
+        if os.path.islink(path):
+            raise UserError(f'{path} is a symbolic link; a run folder\'s files must be regular files: remove '
+                            'the link') from None
+        raise
+
+
+def open_no_follow(path, mode='r'):
+    """``open(path, mode)`` for reading ('r', text, UTF-8) or appending ('a'), refusing a symbolic link."""
+    flags = os.O_RDONLY if mode == 'r' else os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    return os.fdopen(open_fd_no_follow(path, flags), mode, encoding='utf-8', errors='replace')
 
 
 def append_line(path, line):
     """Append one line (a JSON record) and flush it to disk.
 
-    A single ``write`` of a short line followed by fsync: a kill can at worst lose the
-    line being written; readers skip a trailing partial line.
+    A single ``write`` of a short line followed by fsync: a kill can at worst lose the line being written.
+    When the file ends in such a cut line, the new record starts on a line of its own (readers skip the
+    cut one). A symbolic link at ``path`` is refused, never followed.
     """
-    with open(path, 'a') as fh:
-        fh.write(line.rstrip('\n') + '\n')
-        fh.flush()
-        os.fsync(fh.fileno())
+    fd = open_fd_no_follow(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+    try:
+        size = os.fstat(fd).st_size
+        cut = size > 0 and os.pread(fd, 1, size - 1) != b'\n'
+        os.write(fd, (('\n' if cut else '') + line.rstrip('\n') + '\n').encode('utf-8'))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def refuse_links(folder):
+    """``UserError`` when ``folder`` (a run folder) holds a symbolic link: its files are written in place,
+    and a link would make a run write or append to a file elsewhere."""
+    if not os.path.isdir(folder):
+        return
+    links = sorted(n for n in os.listdir(folder) if os.path.islink(os.path.join(folder, n)))
+    if links:
+        raise UserError(f'{os.path.join(folder, links[0])} is a symbolic link; a run folder holds regular files '
+                        f'only: remove {"it" if len(links) == 1 else f"the {len(links)} links"}')
+
+
+def sha256_file(path):
+    """The SHA-256 of a file's bytes, as hex."""
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, 'rb') as fh:
+        for block in iter(lambda: fh.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def fsync_dir(folder):
@@ -137,7 +187,13 @@ class RunLock:
     def acquire(self):
         import fcntl
         os.makedirs(self.run_dir, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0), 0o644)
+        except OSError as exc:
+            if os.path.islink(self.path):
+                raise UserError(f'{self.path} is a symbolic link; remove it (a run folder\'s lock is a regular '
+                                'file)') from None
+            raise UserError(f'cannot create the lock file {self.path}: {exc.strerror}') from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -161,7 +217,7 @@ class RunLock:
         import fcntl
         path = os.path.join(run_dir, '.lock')
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0))
         except OSError:
             return None
         try:
@@ -276,6 +332,18 @@ def number(kind, low=None, low_open=True, high=None):
         return value
     parse.__name__ = kind.__name__
     return parse
+
+
+def run_name(text):
+    """An argparse ``type`` for ``-e/--exp_name``: one folder name under ``--save_dir`` (no separator, not
+    ``.`` or ``..``, not empty, at most 200 bytes), so that a run never writes outside ``--save_dir``."""
+    if text in ('', '.', '..') or '/' in text or os.sep in text or '\0' in text or \
+            (os.altsep and os.altsep in text):
+        raise argparse.ArgumentTypeError(f'{text!r} is not a run name: give one folder name (letters, digits, '
+                                         '._-), not a path; the run goes to --save_dir/NAME')
+    if len(text.encode('utf-8', 'surrogateescape')) > 200:
+        raise argparse.ArgumentTypeError(f'a run name has at most 200 bytes, got {len(text)} characters')
+    return text
 
 
 positive_float = number(float, 0.0)

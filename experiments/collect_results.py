@@ -3,9 +3,10 @@
     python -m experiments.collect_results sweeps/fig4 [--out_prefix PATH] [--title TEXT] [--no_plot] [--confusion 0.020]
 
 Every ``results.jsonl`` under DIR whose folder also holds ``options.json`` is one run (the layout written
-by train.py and the sweep). A run's result is the last evaluation record of test.py in its
-``results.jsonl`` (the one with ``test_acc``); a run without one is reported as incomplete and left out.
-A trailing partial line (a run killed while writing) is skipped.
+by train.py and the sweep). A run's result is the newest evaluation record of test.py in its
+``results.jsonl`` (the one with ``test_acc``, of ``--tag``) that evaluated the run's last epoch on the run's
+own sigma^2; a run without one is reported as incomplete and left out (with a warning naming a record of an
+earlier epoch). A line that does not parse (one cut by a kill) is skipped with a warning.
 
 Printed and written to ``<prefix>.md`` (default prefix ``DIR/fig4``):
 
@@ -41,6 +42,9 @@ def build_parser():
                    help='rows to show (default: every registered method, and any other found)')
     p.add_argument('--confusion', type=color_variance, default=None, metavar='SIGMA2',
                    help='also draw Baseline and LNL confusion matrices at this sigma^2')
+    p.add_argument('--tag', default='test',
+                   help='which test.py evaluation of each run to report (its --tag; a run\'s newest one of its '
+                        'last epoch and its own sigma^2 counts)')
     p.add_argument('--readme', default=None, metavar='README',
                    help='also write the Markdown tables between the <!-- NAME:begin/end --> markers of this file')
     p.add_argument('--command', default=None,
@@ -54,12 +58,20 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    runs = records.load_runs(args.dir)
+    runs = records.load_runs(args.dir, tag=args.tag)
     agg = records.aggregate(runs)
+    for run in runs:
+        if run['test'] is None and run['stale_test'] is not None:
+            print(f'warning: {run["name"]}: its {args.tag!r} record evaluates epoch {run["stale_test"].get("epoch")}, '
+                  f'but the run trained to epoch {max(run["epochs"], default="?")}; not counted (run test.py '
+                  'again)', file=sys.stderr)
     if args.methods:
         agg['methods'] = [m for m in agg['methods'] if m in args.methods]
+    stale = {r['name'] for r in runs if r['stale_test'] is not None}
     for name in agg['incomplete']:
-        print(f'warning: {name}: no test record yet (run test.py); not counted', file=sys.stderr)
+        if name not in stale:
+            print(f'warning: {name}: no {args.tag!r} record of its sigma^2 yet (run test.py); not counted',
+                  file=sys.stderr)
     for name in agg['unknown']:
         print(f'warning: {name}: neither options.json nor results.jsonl gives the method and sigma^2; '
               f'not counted', file=sys.stderr)

@@ -60,12 +60,34 @@ def read_options(path):
     return opts if isinstance(opts, dict) else {}
 
 
-def load_runs(root):
+def current_test(records, color_var=None, tag='test'):
+    """``(test, stale)`` of one run's records: ``test`` is the last evaluation (``test_acc``) with this
+    ``tag`` of the run's last trained epoch (on ``color_var`` when given), or None; ``stale`` is the last
+    such evaluation of an earlier epoch when there is no current one (a run trained further after test.py),
+    else None. A probe result of the same checkpoint recorded earlier is carried over when the chosen
+    record has none (``test.py --probe`` followed by a plain ``test.py``)."""
+    last_epoch = max((r['epoch'] for r in records if 'test_acc' not in r and isinstance(r.get('epoch'), int)),
+                     default=0)
+    tests = [r for r in records if 'test_acc' in r and r.get('tag', 'test') == tag
+             and (color_var is None or r.get('color_var') is None or var_key(r['color_var']) == var_key(color_var))]
+    fresh = [r for r in tests if not isinstance(r.get('epoch'), int) or r['epoch'] >= last_epoch]
+    if not fresh:
+        return None, (tests[-1] if tests else None)
+    test = fresh[-1]
+    if test.get('probe_color_acc') is None:
+        probed = [r for r in fresh if r.get('probe_color_acc') is not None and r.get('epoch') == test.get('epoch')]
+        if probed:
+            test = dict(test, probe_color_acc=probed[-1]['probe_color_acc'])
+    return test, None
+
+
+def load_runs(root, tag='test'):
     """One dict per run folder under ``root``, sorted by folder.
 
     Keys: ``name`` (folder relative to root), ``path``, ``method`` (lower case), ``color_var`` ('%.3f'
-    string, or None when neither options.json nor a record gives it), ``seed``, ``test`` (the last
-    record with ``test_acc``, or None), ``epochs`` ({epoch: record} of the per-epoch records; a
+    string, or None when neither options.json nor a record gives it), ``seed``, ``test`` (the current
+    evaluation, see :func:`current_test`, or None), ``stale_test`` (an evaluation of an earlier epoch when
+    there is no current one), ``epochs`` ({epoch: record} of the per-epoch records; a
     resumed run that repeated an epoch keeps the later record), ``dry_run`` and ``options`` (options.json).
     """
     root = os.fspath(root)
@@ -81,8 +103,7 @@ def load_runs(root):
         opts = read_options(os.path.join(folder, 'options.json'))
         records = read_jsonl(os.path.join(folder, 'results.jsonl'))
         check_numbers(records, os.path.join(folder, 'results.jsonl'))
-        tests = [r for r in records if 'test_acc' in r]
-        test = tests[-1] if tests else None
+        test, stale = current_test(records, opts.get('color_var'), tag)
         epochs = {}
         for r in records:
             if 'test_acc' not in r and isinstance(r.get('epoch'), int):
@@ -97,6 +118,7 @@ def load_runs(root):
             'color_var': var_key(color_var) if color_var is not None else None,
             'seed': opts.get('random_seed'),
             'test': test,
+            'stale_test': stale,
             'epochs': epochs,
             'dry_run': bool(opts.get('dry_run') or (test or {}).get('dry_run')
                             or any(r.get('dry_run') for r in epochs.values())),

@@ -24,8 +24,10 @@ import time
 
 import methods
 from dataset.colored_mnist import PAPER_VARIANCES, add_palette_argument, color_variance
-from utils import (DATA_DIR, REPO_ROOT, RUNS_DIR, Parser, RunLock, UserError, positive_float, positive_int,
-                   read_jsonl, run_main)
+import checkpoint as C
+from experiments import records
+from utils import (DATA_DIR, REPO_ROOT, RUNS_DIR, Parser, RunLock, UserError, native_bf16, positive_float,
+                   open_no_follow, positive_int, read_jsonl, resolve_device, run_main, sha256_file)
 
 
 def run_name(method, color_var, seed):
@@ -33,34 +35,31 @@ def run_name(method, color_var, seed):
     return f'{method}_var{float(color_var):.3f}_seed{seed}'
 
 
+def make_spec(args, m, cv, seed, out):
+    """The run of method ``m`` at ``cv`` and ``seed`` in folder ``out``: its train.py and test.py arguments."""
+    cls = methods.get(m)
+    name = run_name(m, cv, seed)
+    train = ['-e', name, '--method', m, '--color_var', f'{cv:.3f}', '--random_seed', str(seed),
+             '--lr', str(learning_rate(cls, args)), '--save_dir', out, '--data_dir', args.data_dir,
+             '--no_progress', '--palette', args.palette] + list(args.train_args)
+    if cls.start_from and args.unlearn_max_step is not None:
+        train += ['--max_step', str(args.unlearn_max_step)]  # the last --max_step counts
+    test = ['-e', name, '--save_dir', out, '--data_dir', args.data_dir]
+    if cls.probed and not args.no_probe:
+        test += ['--probe']
+    spec = {'name': name, 'method': m, 'color_var': cv, 'seed': seed, 'phase': int(bool(cls.start_from)),
+            'run_dir': os.path.join(out, name), 'train': train, 'test': test}
+    if cls.start_from:
+        # the run it starts from (in --base_dir, default --out); --checkpoint is added when it starts
+        spec['base'] = make_spec(args, cls.start_from, cv, seed, args.base_dir or out)
+    return spec
+
+
 def make_specs(args):
     """One dict per run, in an order where every pretrained start comes after its baseline."""
-    specs = []
     chosen = list(dict.fromkeys(args.methods))
-    for phase in (0, 1):
-        for cv in args.color_vars:
-            for seed in args.seeds:
-                for m in chosen:
-                    cls = methods.get(m)
-                    if bool(cls.start_from) != bool(phase):
-                        continue
-                    name = run_name(m, cv, seed)
-                    lr = learning_rate(cls, args)
-                    train = ['-e', name, '--method', m, '--color_var', f'{cv:.3f}', '--random_seed', str(seed),
-                             '--lr', str(lr), '--save_dir', args.out, '--data_dir', args.data_dir,
-                             '--no_progress', '--palette', args.palette]
-                    if cls.start_from:
-                        base = os.path.join(args.out, run_name(cls.start_from, cv, seed), 'checkpoint_last.pth')
-                        train += ['--use_pretrain', '--checkpoint', base]
-                    test = ['-e', name, '--save_dir', args.out, '--data_dir', args.data_dir]
-                    if cls.probed and not args.no_probe:
-                        test += ['--probe']
-                    train += list(args.train_args)
-                    if cls.start_from and args.unlearn_max_step is not None:
-                        train += ['--max_step', str(args.unlearn_max_step)]  # the last --max_step counts
-                    specs.append({'name': name, 'method': m, 'color_var': cv, 'seed': seed, 'phase': phase,
-                                  'run_dir': os.path.join(args.out, name), 'train': train, 'test': test})
-    return specs
+    specs = [make_spec(args, m, cv, seed, args.out) for cv in args.color_vars for seed in args.seeds for m in chosen]
+    return sorted(specs, key=lambda s: s['phase'])  # stable: the order above within each phase
 
 
 def learning_rate(cls, args):
@@ -69,9 +68,60 @@ def learning_rate(cls, args):
     return cls.lr if override is None else override
 
 
-def has_test_record(run_dir):
+def has_test_record(run_dir, color_var=None):
+    """Whether the run holds a test record of its last trained epoch (on ``color_var``)."""
     path = os.path.join(run_dir, 'results.jsonl')
-    return os.path.exists(path) and any('test_acc' in rec for rec in read_jsonl(path))
+    return os.path.exists(path) and records.current_test(read_jsonl(path), color_var)[0] is not None
+
+
+def finished_checkpoint(run_dir):
+    """The checkpoint a finished run ended with (its ``done`` marker names it), or None when the run is not
+    finished: no marker (failed, killed, still training) or a process holds its folder."""
+    marker = os.path.join(run_dir, 'done')
+    if RunLock.holder(run_dir) is not None or not os.path.isfile(marker) or os.path.islink(marker):
+        return None
+    with open(marker, encoding='utf-8', errors='replace') as fh:
+        name = os.path.basename(fh.read().strip())  # a file of the run folder
+    path = os.path.join(run_dir, name)
+    return path if name.startswith('checkpoint_') and os.path.isfile(path) and not os.path.islink(path) else None
+
+
+def requested_options(train_argv):
+    """train.py's options for ``train_argv``: the defaults and the sweep's arguments, as the run will see them."""
+    from option import get_option
+    return vars(get_option(train_argv))
+
+
+def differences(spec, train_argv=None):
+    """How a run in ``spec['run_dir']`` differs from what the sweep asks of it: ``(diffs, extend)``, where
+    ``diffs`` lists ``(option, recorded, requested)`` over the run-defining options (a run that trained more
+    epochs than asked included) and ``extend`` is true when the run trained fewer epochs than asked (it is
+    resumed to the requested number; the schedule does not depend on the total). ``(None, False)`` when the
+    folder holds no readable options.json."""
+    recorded = records.read_options(os.path.join(spec['run_dir'], 'options.json'))
+    if not recorded:
+        return None, False
+    asked = requested_options(spec['train'] if train_argv is None else train_argv)
+    from option import build_parser
+    defaults = build_parser()
+    keys = [k for k in C.run_defining(asked['method']) if k not in ('amp', 'precision')]
+    diffs = [(k, recorded.get(k, defaults.get_default(k)), asked.get(k)) for k in keys
+             if recorded.get(k, defaults.get_default(k)) != asked.get(k)]
+    # precision: 'auto' matches a run that asked for 'auto' too; otherwise the arithmetic must be the same
+    if not (asked['precision'] == 'auto' and recorded.get('precision_requested', 'auto') == 'auto'):
+        wanted = asked['precision']
+        if wanted == 'auto':
+            wanted = 'bf16' if native_bf16(resolve_device('auto')) else 'fp32'
+        if recorded.get('precision') != wanted:
+            diffs.append(('precision', recorded.get('precision'), wanted))
+    done_epochs, asked_epochs = recorded.get('max_step'), asked['max_step']
+    if isinstance(done_epochs, int) and done_epochs > asked_epochs:
+        diffs.append(('max_step', done_epochs, asked_epochs))
+    return diffs, isinstance(done_epochs, int) and done_epochs < asked_epochs
+
+
+def describe(diffs):
+    return ', '.join(f'--{k} {new} (run: {old})' for k, old, new in diffs)
 
 
 def status(spec):
@@ -81,7 +131,7 @@ def status(spec):
     if RunLock.holder(run_dir) is not None:
         return 'running'
     if os.path.exists(os.path.join(run_dir, 'done')):
-        return 'done' if has_test_record(run_dir) else 'trained'
+        return 'done' if has_test_record(run_dir, spec['color_var']) else 'trained'
     if os.path.isdir(run_dir) and any(f.startswith('checkpoint_') for f in os.listdir(run_dir)):
         return 'partial'
     return 'new'
@@ -104,7 +154,9 @@ def forward_signal(signum, frame):
 
 
 def run_in_process(script, argv, log):
-    """``script``'s ``main(argv)`` in this process, its output into ``log``; returns an exit status."""
+    """``script``'s ``main(argv)`` in this process, its output into ``log``; returns an exit status. Ctrl-C
+    (or SIGTERM) stops the sweep as it stops the other launchers: training saves its state and exits 130,
+    elsewhere the signal ends the step; either way nothing further starts."""
     module = importlib.import_module(os.path.splitext(script)[0])
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
@@ -113,54 +165,102 @@ def run_in_process(script, argv, log):
         except UserError as exc:
             print(f'error: {exc}', file=log)
             return 2
+        except KeyboardInterrupt:
+            STOP['signal'] = STOP['signal'] or signal.SIGINT
+            return 130
         except SystemExit as exc:
-            return exc.code if isinstance(exc.code, int) else 1
+            code = exc.code if isinstance(exc.code, int) else 1
+            if code == 130:  # train.py saved its state after a signal
+                STOP['signal'] = STOP['signal'] or signal.SIGINT
+            return code
 
 
-def execute(spec, env=None, in_process=False, fresh=False):
+def stop_in_process(signum, frame):
+    """SIGINT/SIGTERM to the in-process launcher outside training: stop the sweep (training installs its
+    own handler, which saves the state first)."""
+    STOP['signal'] = signum
+    raise KeyboardInterrupt
+
+
+def start_checkpoint(spec):
+    """``(path, sha256)`` of the finished state of the run ``spec`` starts from, or ``(None, reason)`` when
+    that run is not finished or does not match what the sweep asks of it."""
+    base = spec['base']
+    path = finished_checkpoint(base['run_dir'])
+    if path is None:
+        return None, f'{base["name"]} is not finished'
+    diffs, extend = differences(base)
+    if diffs or extend:
+        return None, f'{base["name"]} does not match this request ({describe(diffs) or "fewer epochs"})'
+    return path, sha256_file(path)
+
+
+def execute(spec, env=None, in_process=False, fresh=False, overwrite=False):
     """Train (or resume) and evaluate one run; returns its status. Runs in a subprocess so that one
     run's failure or memory does not affect the others (``in_process``: in this one, for the seconds-long
-    smoke run); output goes to ``<run_dir>/sweep.log``. ``fresh`` trains again over a finished run."""
+    smoke run); output goes to ``<run_dir>/sweep.log``. ``fresh`` trains again over a finished run.
+
+    A run that starts from another (``spec['base']``) starts only from that run's finished checkpoint (the
+    one its ``done`` marker names), records its SHA-256, and is trained again when that start has changed.
+    A run already in the folder is compared with the request (:func:`differences`): one that differs is
+    refused, or trained again with ``overwrite``; one that trained fewer epochs than asked is extended."""
     if STOP['signal'] is not None:
         return 'not started (sweep interrupted)'
     state = status(spec)
-    if fresh and state in ('done', 'trained', 'partial'):
-        state = 'new'  # --overwrite below replaces it
-    if state == 'done':
-        return 'skipped'
     if state == 'running':
         return f'skipped (process {RunLock.holder(spec["run_dir"])} is training in {spec["run_dir"]})'
+    train = list(spec['train'])
+    note = ''
+    if spec.get('base'):
+        start, digest = start_checkpoint(spec)
+        if start is None:
+            return f'not started ({digest}: it starts once that run has finished as this request asks)'
+        train += ['--use_pretrain', '--checkpoint', start]
+    if fresh and state in ('done', 'trained', 'partial'):
+        state = 'new'  # --overwrite below replaces it
+    if state in ('done', 'trained', 'partial'):
+        diffs, extend = differences(spec, train)
+        recorded = records.read_options(os.path.join(spec['run_dir'], 'options.json'))
+        if spec.get('base') and recorded.get('pretrain_sha256') != digest:
+            state, note = 'new', f' (trained again: {spec["base"]["name"]} changed since this run started from it)'
+        elif diffs:
+            if not overwrite:
+                return (f'refused (the run in {spec["run_dir"]} differs from this request: {describe(diffs)}; '
+                        'relaunch with --overwrite to train it again)')
+            state, note = 'new', f' (trained again, --overwrite: {describe(diffs)})'
+        elif extend:
+            state, note = 'partial', ' (extended to the requested epochs)'
+    if state == 'done':
+        return 'skipped'
     os.makedirs(spec['run_dir'], exist_ok=True)
     log = os.path.join(spec['run_dir'], 'sweep.log')
     steps = []
     if state in ('new', 'partial'):
         # a 'new' folder holds no checkpoint: whatever an earlier start left there is replaced
-        steps.append(['train.py'] + spec['train'] + (['--resume'] if state == 'partial' else ['--overwrite']))
+        steps.append(['train.py'] + train + (['--resume'] if state == 'partial' else ['--overwrite']))
     steps.append(['test.py'] + spec['test'])
-    with open(log, 'a') as fh:
+    with open_no_follow(log, 'a') as fh:
         for script, *rest in steps:
             cmd = [sys.executable, os.path.join(REPO_ROOT, script)] + rest
             fh.write(f'$ {shlex.join(cmd)}\n')
             fh.flush()
             if in_process:
                 rc = run_in_process(script, rest, fh)
-                if rc != 0:
-                    return f'failed ({script} exit {rc}, see {log})'
-                continue
-            child = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env,
-                                     stdin=subprocess.DEVNULL)
-            CHILDREN.add(child)
-            try:
-                if STOP['signal'] is not None:  # the signal came between the check above and the start
-                    child.send_signal(STOP['signal'])
-                rc = child.wait()
-            finally:
-                CHILDREN.discard(child)
+            else:
+                child = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env,
+                                         stdin=subprocess.DEVNULL)
+                CHILDREN.add(child)
+                try:
+                    if STOP['signal'] is not None:  # the signal came between the check above and the start
+                        child.send_signal(STOP['signal'])
+                    rc = child.wait()
+                finally:
+                    CHILDREN.discard(child)
             if STOP['signal'] is not None:
                 return f'interrupted ({script} exit {rc}; relaunch the sweep to resume)'
             if rc != 0:
                 return f'failed ({script} exit {rc}, see {log})'
-    return 'finished'
+    return 'finished' + note
 
 
 # -- launchers -------------------------------------------------------------------------------------
@@ -171,7 +271,7 @@ def launch_local(phases, bar, args, in_process=False):
     for phase in phases:
         for spec in phase:
             bar.set_postfix_str(spec['name'])
-            results[spec['name']] = execute(spec, in_process=in_process, fresh=args.smoke)
+            results[spec['name']] = execute(spec, in_process=in_process, fresh=args.smoke, overwrite=args.overwrite)
             bar.update()
     return results
 
@@ -199,7 +299,7 @@ def launch_multi_gpu(phases, bar, args):
         gpu = free.get()
         try:
             env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(gpu))
-            return spec['name'], execute(spec, env=env)
+            return spec['name'], execute(spec, env=env, overwrite=args.overwrite)
         finally:
             free.put(gpu)
 
@@ -227,7 +327,7 @@ def launch_submitit(phases, bar, args):
         executor.update_parameters(timeout_min=args.timeout_min)
     results = {}
     for phase in phases:
-        jobs = [(spec['name'], executor.submit(execute, spec)) for spec in phase]
+        jobs = [(spec['name'], executor.submit(execute, spec, overwrite=args.overwrite)) for spec in phase]
         for name, job in jobs:
             try:
                 results[name] = job.result()
@@ -281,6 +381,9 @@ def build_parser():
     add_palette_argument(p)
     p.add_argument('--launcher', choices=list(LAUNCHERS), default='local',
                    help='; '.join(f'{k}: {v[1]}' for k, v in LAUNCHERS.items()))
+    p.add_argument('--base_dir', default=None, metavar='DIR',
+                   help='folder of the finished runs that LNL and BlindEye start from (default: --out); e.g. '
+                        'two variants of LNL from the same baselines, each in its own --out')
     p.add_argument('--baseline_lr', type=positive_float, default=None,
                    help='lr of the runs that start from scratch (default: each method\'s own, 0.01)')
     p.add_argument('--unlearn_lr', type=positive_float, default=None,
@@ -289,6 +392,9 @@ def build_parser():
                    help='train.py --max_step of the runs that start from a baseline (default: the --max_step '
                         'given to train.py after --, as for the other runs)')
     p.add_argument('--no_probe', action='store_true', help='skip the bias-leakage probe after training')
+    p.add_argument('--overwrite', action='store_true',
+                   help='train again the runs in --out whose options differ from this request (without it they '
+                        'are refused and named); runs that match are still skipped or resumed')
     p.add_argument('--timeout_min', type=positive_int, default=24 * 60, help='submitit: time limit of one job')
     p.add_argument('--partition', default=None, help='slurm partition')
     p.add_argument('--gpus_per_job', type=positive_int, default=1, help='slurm: GPUs per job')
@@ -317,8 +423,14 @@ def parse(argv=None):
         raise UserError('--out FOLDER is required (where the run folders go), e.g. --out sweeps/fig4')
     for m in args.methods:
         base = methods.get(m).start_from
-        if base and base not in args.methods:
-            raise UserError(f'{m} starts from the {base} run: add {base} to --methods')
+        if base and base not in args.methods and args.base_dir is None:
+            raise UserError(f'{m} starts from the {base} run: add {base} to --methods, or give --base_dir (a '
+                            f'folder holding finished {base} runs)')
+    if args.base_dir is not None:
+        if not os.path.isdir(args.base_dir):
+            raise UserError(f'--base_dir {args.base_dir} is not a folder; give the --out of the sweep that '
+                            'trained the runs to start from')
+        args.base_dir = os.path.abspath(args.base_dir)
     args.train_args = train_args
     args.out = os.path.abspath(args.out)
     args.data_dir = os.path.abspath(args.data_dir)
@@ -342,15 +454,20 @@ def main(argv=None):
     t0 = time.time()
     STOP['signal'] = None
     previous = {}
-    if args.launcher in SIGNAL_FORWARDING:
-        previous = {sig: signal.signal(sig, forward_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if args.launcher in SIGNAL_FORWARDING or args.launcher == 'inprocess':
+        handler = forward_signal if args.launcher in SIGNAL_FORWARDING else stop_in_process
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with tqdm(total=len(specs), desc='sweep', unit='run', dynamic_ncols=True) as bar:
-            results = LAUNCHERS[args.launcher][0](phases, bar, args)
+            try:
+                results = LAUNCHERS[args.launcher][0](phases, bar, args)
+            except KeyboardInterrupt:  # the in-process launcher, stopped between two steps
+                STOP['signal'] = STOP['signal'] or signal.SIGINT
+                results = {}
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    failed = {k: v for k, v in results.items() if v.startswith('failed')}
+    failed = {k: v for k, v in results.items() if v.startswith(('failed', 'refused', 'not started'))}
     for name, res in results.items():
         print(f'{res:10s} {name}')
     if STOP['signal'] is not None:

@@ -173,6 +173,31 @@ def test_lnl_color_step_gives_f_the_reversed_gradient():
     assert all(torch.equal(a, b) for a, b in zip(g0, m.net.g_parameters()))
 
 
+def test_lnl_pytorch04_semantics_steps_g_on_a_zero_gradient_in_step_2():
+    """--optim_semantics pytorch0.4: after a mini-batch from the same start, f and h are where the current
+    semantics put them, and g has made one more SGD step on a zero gradient: buf <- momentum * buf + wd * p,
+    p <- p - lr * buf (what zero_grad() that zeroed in place gave the authors' step 2). Fails when the option
+    changes nothing (g not stepped), or when f or h move differently."""
+    lr, momentum, wd = 0.05, 0.9, 0.0005
+    torch.manual_seed(0)
+    now = methods.build_method(_opt('lnl'), torch.device('cpu'))
+    old = methods.build_method(_opt('lnl', '--optim_semantics', 'pytorch0.4'), torch.device('cpu'))
+    old.net.load_state_dict(now.net.state_dict())
+    old.h.load_state_dict(now.h.state_dict())
+    x, colors, labels = _batch()
+    now.update(x, colors, labels)
+    old.update(x, colors, labels)
+    for a, b in zip(list(now.net.f_parameters()) + list(now.h.parameters()),
+                    list(old.net.f_parameters()) + list(old.h.parameters())):
+        assert torch.equal(a, b)
+    for p_now, p_old in zip(now.net.g_parameters(), old.net.g_parameters()):
+        buf1, p1 = now.optimizers['net'].state[p_now]['momentum_buffer'], p_now.detach()  # after step 1
+        buf2 = momentum * buf1 + wd * p1
+        assert torch.allclose(old.optimizers['net'].state[p_old]['momentum_buffer'], buf2, rtol=1e-5, atol=1e-8)
+        assert torch.allclose(p_old.detach(), p1 - lr * buf2, rtol=1e-5, atol=1e-8)
+        assert not torch.equal(p_old.detach(), p1)
+
+
 def test_old_lambda_schedule_state_resumes_as_step_lr():
     """Checkpoints of earlier versions hold a LambdaLR state; the StepLR of today reads it and continues."""
     m = methods.build_method(_opt('lnl', '--lr_decay_period', '2', '--lr_decay_rate', '0.5'), torch.device('cpu'))

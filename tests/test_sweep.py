@@ -51,7 +51,7 @@ def test_submitit_local_executor(small_data_dir, tmp_path):
 def test_multi_gpu_launcher_assigns_one_device_per_run(small_data_dir, tmp_path, monkeypatch):
     seen = []
 
-    def fake_execute(spec, env=None):
+    def fake_execute(spec, env=None, **kwargs):
         seen.append((spec['name'], env['CUDA_VISIBLE_DEVICES']))
         return 'finished'
     monkeypatch.setattr(sweep, 'execute', fake_execute)
