@@ -68,8 +68,13 @@ def save_checkpoint(path, method, epoch, batch_gen, progress=None):
         'rng': rng_state(batch_gen),
         'progress': progress,
     }
-    with atomic_open(path, 'wb') as fh:
-        torch.save(state, fh)
+    try:
+        with atomic_open(path, 'wb') as fh:
+            torch.save(state, fh)
+    except (OSError, RuntimeError) as exc:  # a full disk, ulimit -f, a read-only folder; the old file is intact
+        reason = getattr(exc, 'strerror', None) or str(exc).splitlines()[0][:120]
+        raise UserError(f'could not write the checkpoint {path} ({reason}); the previous checkpoints are intact: '
+                        'free disk space or fix the folder, then resume with --resume') from None
     return path
 
 
@@ -130,7 +135,44 @@ def read_checkpoint(path, trust=False, log=None):
                         '(no net_state_dict)')
     if not isinstance(ckpt['net_state_dict'], dict):
         raise UserError(f'{path}: net_state_dict is a {type(ckpt["net_state_dict"]).__name__}, not a state dict')
+    check_fields(ckpt, path)
     return ckpt
+
+
+# The type of each field a checkpoint may hold (a field that is absent is allowed: the authors' files hold
+# only some of them).
+FIELD_TYPES = {'epoch': int, 'step': int, 'options': dict, 'config': dict, 'h_state_dict': (dict, type(None)),
+               'optimizers': dict, 'schedulers': dict, 'rng': dict, 'progress': (dict, type(None)),
+               'format': str}
+# Sizes a checkpoint may declare in its config: beyond them the networks would not fit a machine.
+CONFIG_LIMITS = {'n_class': (1, 1000), 'feat_ch': (1, 1024), 'num_bins': (2, 256)}
+# What --resume needs besides the weights.
+RESUME_FIELDS = ('epoch', 'options', 'optimizers', 'schedulers', 'rng')
+
+
+def check_fields(ckpt, path, resume=False):
+    """``UserError`` naming the field when a checkpoint's field has the wrong type or value (a negative
+    epoch, a size beyond :data:`CONFIG_LIMITS`), or, with ``resume``, when a field ``--resume`` needs is
+    missing."""
+    for key, kind in FIELD_TYPES.items():
+        value = ckpt.get(key)
+        if key in ckpt and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise UserError(f'{path}: its {key} is a {type(value).__name__}, which no checkpoint of this project or '
+                            'of the authors holds; the file is damaged or not a checkpoint')
+    for key in ('epoch', 'step'):
+        if isinstance(ckpt.get(key), int) and ckpt[key] < 0:
+            raise UserError(f'{path}: its {key} is {ckpt[key]}, a negative number of epochs; the file is damaged')
+    for key, (low, high) in CONFIG_LIMITS.items():
+        value = (ckpt.get('config') or {}).get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high):
+            raise UserError(f'{path}: its config has {key} = {value!r}, outside {low}..{high}; the file is damaged')
+    if resume:
+        missing = [k for k in RESUME_FIELDS if k not in ckpt]
+        rng = ckpt.get('rng') or {}
+        missing += [f'rng.{k}' for k in ('torch', 'numpy', 'python', 'batch') if 'rng' in ckpt and k not in rng]
+        if missing:
+            raise UserError(f'{path} lacks {", ".join(missing)}, which --resume needs to continue exactly; start a '
+                            'new run from its weights with --use_pretrain --checkpoint instead')
 
 
 def load_net_weights(net, state_dict, path):
@@ -162,6 +204,10 @@ def newest_checkpoint(run_dir):
         except UserError:
             continue
         if ckpt.get('format') == CHECKPOINT_FORMAT:
+            try:
+                check_fields(ckpt, path, resume=True)
+            except UserError:
+                continue
             return path, ckpt
     return None
 

@@ -6,7 +6,8 @@ of the methods is an option with the authors' value as default.
 """
 import methods
 from dataset.colored_mnist import add_palette_argument, color_variance
-from utils import DATA_DIR, RUNS_DIR, Parser, nonneg_float, nonneg_int, number, positive_float, positive_int, run_name
+from utils import (DATA_DIR, RUNS_DIR, Parser, existing_or_new_folder, nonneg_float, nonneg_int, number, positive_float,
+                   positive_int, run_name, seed_number, thread_count)
 
 
 def build_parser(description='Learning Not to Learn on Colored-MNIST'):
@@ -19,17 +20,17 @@ def build_parser(description='Learning Not to Learn on Colored-MNIST'):
     d = p.add_argument_group('data')
     d.add_argument('--color_var', type=color_variance, default=0.020,
                    help='colour variance sigma^2 of the data (at most three decimals, as in the file name)')
-    d.add_argument('--data_dir', default=DATA_DIR,
+    d.add_argument('--data_dir', default=DATA_DIR, type=existing_or_new_folder,
                    help='folder of mnist_10color_jitter_var_*.npy files (default: data/ in this repository, '
                         'whatever the working folder)')
     d.add_argument('--no_generate', action='store_true', help='fail instead of generating a missing data file')
     d.add_argument('--mnist_dir', default=None, help='raw MNIST IDX files to generate from (else cache/pip/torchvision)')
     add_palette_argument(d)
-    d.add_argument('--data_seed', type=int, default=None,
+    d.add_argument('--data_seed', type=seed_number, default=None,
                    help='seed of a generated data file (default: the generator\'s fixed seed)')
     d.add_argument('--val_size', type=nonneg_int, default=0,
                    help='hold out this many training images for validation (the paper uses none)')
-    d.add_argument('--n_class', type=positive_int, default=10, help='number of classes')
+    d.add_argument('--n_class', type=number(int, 0, high=1000), default=10, help='number of classes')
     d.add_argument('--num_bins', type=number(int, 2, low_open=False, high=256), default=8,
                    help='colour bins per channel that h predicts (a channel value v in 0..255 is bin v * num_bins // 256)')
 
@@ -43,7 +44,7 @@ def build_parser(description='Learning Not to Learn on Colored-MNIST'):
     o.add_argument('--weight_decay', type=nonneg_float, default=0.0005, help='SGD weight decay')
     for hp in methods.hyper_parameters():  # each method's own constants, declared in its class
         o.add_argument(hp.flag, dest=hp.dest, type=hp.type, default=hp.default, help=hp.help, choices=hp.choices)
-    o.add_argument('--feat_ch', type=positive_int, default=32, help='channels of f\'s feature map (h\'s input)')
+    o.add_argument('--feat_ch', type=number(int, 0, high=1024), default=32, help='channels of f\'s feature map (h\'s input)')
 
     r = p.add_argument_group('run')
     r.add_argument('--checkpoint', default=None, help='checkpoint to start from (with --use_pretrain) or to evaluate')
@@ -56,18 +57,18 @@ def build_parser(description='Learning Not to Learn on Colored-MNIST'):
     r.add_argument('--overwrite', action='store_true',
                    help='start afresh in a run folder that already holds a run (its records and checkpoints '
                         'are deleted)')
-    r.add_argument('--save_dir', default=RUNS_DIR,
+    r.add_argument('--save_dir', default=RUNS_DIR, type=existing_or_new_folder,
                    help='parent folder of run folders (default: runs/ in this repository, whatever the working '
                         'folder)')
     r.add_argument('--log_step', type=positive_int, default=50, help='print the running losses every this many batches')
     r.add_argument('--save_step', type=positive_int, default=10, help='keep a checkpoint every this many epochs')
-    r.add_argument('--random_seed', type=int, default=1, help='seed of initialisation and batch order')
+    r.add_argument('--random_seed', type=seed_number, default=1, help='seed of initialisation and batch order')
     r.add_argument('--device', default='auto', help='auto (cuda when available), cpu, cuda or cuda:N')
     r.add_argument('--dry_run', action='store_true', help='one batch per epoch: a fast end-to-end smoke run')
     r.add_argument('--no_monitor_test', dest='monitor_test', action='store_false',
                    help='skip the per-epoch test accuracy that is logged for the curves (never used for selection)')
     r.add_argument('--no_progress', action='store_true', help='no progress bars (for batch jobs)')
-    r.add_argument('--threads', type=positive_int, default=None, help='CPU threads for PyTorch (default: PyTorch\'s)')
+    r.add_argument('--threads', type=thread_count, default=None, help='CPU threads for PyTorch (default: PyTorch\'s)')
 
     s = p.add_argument_group('speed')
     s.add_argument('--no_channels_last', dest='channels_last', action='store_false',

@@ -7,8 +7,10 @@ Prints overall, colour-aligned, colour-conflicting and per-class accuracy (and h
 when the checkpoint has a trained h), saves a confusion matrix PNG with the ten mean colours along its
 axes, and appends one JSON object (``test_acc`` = overall accuracy) to the run's ``results.jsonl``.
 """
+import argparse
 import json
 import os
+import tempfile
 
 import torch
 
@@ -16,27 +18,28 @@ import checkpoint as C
 import methods
 from dataset import colored_mnist
 from dataset.colored_mnist import color_variance
-from dataset.tensors import DRY_RUN_DATA, load_splits, to_gray
+from dataset.tensors import DRY_RUN_DATA, GRAY_VIEWS, load_splits, to_gray
 from evaluation import evaluate, probe_color_leakage
 from experiments.figures import confusion_png
 from models import ColorPredictor, ConvNet
-from utils import (DATA_DIR, RUNS_DIR, Parser, UserError, append_line, format_table, positive_int, resolve_device,
-                   run_main)
+from utils import (DATA_DIR, RUNS_DIR, Parser, UserError, append_line, existing_or_new_folder, format_table,
+                   positive_int, refuse_links, resolve_device, run_main, run_name)
 
 
 def build_parser():
     p = Parser(description='Evaluate a checkpoint on the unbiased Colored-MNIST test set.')
     p.add_argument('-e', '--exp_name', default=None,
-                   help='run folder under --save_dir; its newest checkpoint is used when --checkpoint is not given')
+                   help='run name under --save_dir, or the path of a run folder; its newest checkpoint is used when '
+                        '--checkpoint is not given')
     p.add_argument('--checkpoint', default=None, help='checkpoint file to evaluate (ours or the authors\')')
     p.add_argument('--trust_checkpoint', action='store_true',
                    help='load a --checkpoint that holds more than tensors and plain values with full unpickling '
                         '(runs any code in the file: only for files you trust)')
     p.add_argument('--color_var', type=color_variance, default=None,
                    help='colour variance of the test set (default: the one the checkpoint was trained on)')
-    p.add_argument('--data_dir', default=DATA_DIR,
+    p.add_argument('--data_dir', default=DATA_DIR, type=existing_or_new_folder,
                    help='folder of the data files (default: data/ in this repository, whatever the working folder)')
-    p.add_argument('--save_dir', default=RUNS_DIR,
+    p.add_argument('--save_dir', default=RUNS_DIR, type=existing_or_new_folder,
                    help='parent folder of run folders (default: runs/ in this repository, whatever the working '
                         'folder)')
     p.add_argument('--no_generate', action='store_true', help='fail instead of generating a missing data file')
@@ -44,23 +47,59 @@ def build_parser():
                    help='method of an authors\' checkpoint (ours record it); gray evaluates the grey view')
     p.add_argument('--device', default='auto', help='auto, cpu or cuda')
     p.add_argument('--batch_size', type=positive_int, default=1000, help='evaluation batch size')
-    p.add_argument('--tag', default='test', help='name of this evaluation in results.jsonl and the PNG')
+    p.add_argument('--gray_view', choices=GRAY_VIEWS, default='luminance',
+                   help='test images of a grey-input method (Gray): luminance of the coloured test digits, or '
+                        'original: the file\'s test_gray (the MNIST digits before colouring); the record says '
+                        'which')
+    p.add_argument('--tag', default=None,
+                   help='name of this evaluation in results.jsonl and the PNG (default: test; test_original for '
+                        '--gray_view original on a grey-input method)')
     p.add_argument('--probe', action='store_true',
                    help='also run the bias-leakage probe (a fresh colour predictor on frozen f)')
     p.add_argument('--probe_epochs', type=positive_int, default=1, help='training epochs of the probe')
     return p
 
 
+def sizes(ckpt, path):
+    """``n_class``, ``feat_ch`` and ``num_bins`` read from the weights' shapes, checked against the checkpoint's
+    config before any network is built (a config that asks for huge networks is refused, not allocated)."""
+    net_sd, h_sd = ckpt['net_state_dict'], ckpt.get('h_state_dict') or {}
+    shape = {k: tuple(v.shape) for k, v in list(net_sd.items()) + list(h_sd.items()) if hasattr(v, 'shape')}
+    if len(shape.get('fc.weight', ())) != 2 or len(shape.get('conv1.weight', ())) != 4:
+        raise UserError(f'{path} holds another architecture (no fc.weight or conv1.weight of the expected rank); '
+                        'it must be an f∘g with bn0, conv1..conv4, fc')
+    found = {'n_class': shape['fc.weight'][0], 'feat_ch': shape['conv1.weight'][0],
+             'num_bins': shape.get('heads.0.pred_conv2.weight', (None,))[0]}
+    cfg = ckpt.get('config') or {}
+    for key, (low, high) in C.CONFIG_LIMITS.items():
+        if found[key] is None:
+            found[key] = cfg.get(key) or 8
+        if not low <= found[key] <= high:
+            raise UserError(f'{path}: {key} = {found[key]} is outside {low}..{high}; not a checkpoint of this model')
+        if cfg.get(key) is not None and cfg[key] != found[key]:
+            raise UserError(f'{path}: its config says {key} = {cfg[key]} but its weights have {found[key]}; the '
+                            'file is inconsistent')
+    return found
+
+
+def check_writable(run_dir):
+    """Before any long work: the run folder takes test.py's record and figure (no links, not read-only)."""
+    refuse_links(run_dir)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as exc:
+        raise UserError(f'cannot write into {run_dir} ({exc.strerror}); test.py records its result there: make '
+                        'it writable, or copy the run folder and evaluate the copy') from None
+
+
 def rebuild(ckpt, path, device, method):
     """f∘g (and h when the method has a trained one) from the checkpoint's own configuration; returns
     ``(net, h, config)`` with the sizes used (``n_class``, ``feat_ch``, ``num_bins``)."""
-    cfg = ckpt.get('config', {})
-    net_sd = ckpt['net_state_dict']
-    config = {'n_class': cfg.get('n_class') or (net_sd['fc.weight'].shape[0] if 'fc.weight' in net_sd else 10),
-              'feat_ch': cfg.get('feat_ch') or (net_sd['conv1.weight'].shape[0] if 'conv1.weight' in net_sd else 32),
-              'num_bins': cfg.get('num_bins') or 8}
+    config = sizes(ckpt, path)
     net = ConvNet(num_classes=config['n_class'], feat_ch=config['feat_ch'])
-    C.load_net_weights(net, net_sd, path)
+    C.load_net_weights(net, ckpt['net_state_dict'], path)
     h = None
     if ckpt.get('h_state_dict') is not None and methods.get(method).uses_h:
         h = ColorPredictor(in_ch=config['feat_ch'], num_bins=config['num_bins'])
@@ -78,7 +117,18 @@ def metrics_table(metrics):
 
 def run(args):
     device = resolve_device(args.device)
-    run_dir = os.path.join(args.save_dir, args.exp_name) if args.exp_name else None
+    run_dir = None
+    if args.exp_name is not None:
+        if os.sep in args.exp_name:  # a run folder's path
+            if not os.path.isdir(args.exp_name):
+                raise UserError(f'-e {args.exp_name}: no such run folder; give a run name under --save_dir '
+                                f'({args.save_dir}) or the path of a run folder')
+            run_dir = args.exp_name
+        else:
+            try:
+                run_dir = os.path.join(args.save_dir, run_name(args.exp_name))
+            except argparse.ArgumentTypeError as exc:
+                raise UserError(f'-e: {exc}') from None
     path = args.checkpoint
     if path is None:
         if run_dir is None:
@@ -91,8 +141,15 @@ def run(args):
         ckpt = C.read_checkpoint(path, trust=args.trust_checkpoint)
     if run_dir is None:
         run_dir = os.path.dirname(os.path.abspath(path))
-    opts = ckpt.get('options', {})
-    recorded = ckpt.get('config', {}).get('method') or opts.get('method')
+    check_writable(run_dir)
+    sizes(ckpt, path)  # the networks' sizes, checked before the data is read or anything is built
+    opts = ckpt.get('options') or {}
+    for key, kind in (('method', str), ('color_var', (int, float)), ('palette', str), ('dry_run', bool)):
+        if opts.get(key) is not None and (not isinstance(opts[key], kind) or
+                                          (kind != bool and isinstance(opts[key], bool))):
+            raise UserError(f'{path}: its options hold {key} = {opts[key]!r}, not a {getattr(kind, "__name__", "number")}; '
+                            'the file is damaged')
+    recorded = (ckpt.get('config') or {}).get('method') or opts.get('method')
     if args.method and recorded and args.method != recorded:
         raise UserError(f'{path} is a {recorded} checkpoint; --method {args.method} would evaluate it on the wrong '
                         'view of the data (drop --method: the checkpoint records its own)')
@@ -101,6 +158,8 @@ def run(args):
         raise UserError(f'{path} was trained with method {method!r}, which this version does not know '
                         f'({", ".join(methods.method_names())})')
     gray = methods.get(method).gray
+    if args.tag is None:
+        args.tag = 'test_original' if gray and args.gray_view == 'original' else 'test'
     color_var = args.color_var or opts.get('color_var')
     if color_var is None:
         raise UserError(f'{path} does not record its colour variance: give --color_var')
@@ -113,7 +172,9 @@ def run(args):
     net, h, config = rebuild(ckpt, path, device, method)
     splits = load_splits(data_path, gray=gray, color_var=color_var, num_bins=config['num_bins'],
                          which=('train', 'test') if args.probe else ('test',), palette=palette, log=print,
-                         first=DRY_RUN_DATA if dry_run else None)
+                         first=DRY_RUN_DATA if dry_run else None, gray_view=args.gray_view)
+    if len(splits['test']) == 0:
+        raise UserError(f'the test split of {data_path} is empty; regenerate the file')
     test = splits['test'].to(device)
     res = evaluate(net, test, h, batch_size=args.batch_size, num_classes=config['n_class'],
                      mean_index=splits['test'].mean_index)
@@ -122,6 +183,7 @@ def run(args):
                'per_class_acc': res['per_class_acc'], 'confusion': res['confusion'],
                'method': method, 'color_var': color_var, 'checkpoint': os.path.abspath(path),
                'epoch': ckpt.get('epoch', ckpt.get('step')), 'gray_input': gray,
+               'gray_view': args.gray_view if gray else None,
                'mean_colors': splits['test'].mean_colors.tolist(), 'data_file': os.path.abspath(data_path)}
     if dry_run:
         metrics['dry_run'] = True

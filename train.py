@@ -135,6 +135,7 @@ def train(opt, run_dir, argv, logger):
             if ckpt.get('format') != C.CHECKPOINT_FORMAT:
                 raise UserError(f'--resume {opt.resume}: not a full training checkpoint of this project '
                                 '(an authors\' file can start a run with --checkpoint and --use_pretrain)')
+            C.check_fields(ckpt, opt.resume, resume=True)
             resume = (opt.resume, ckpt)
         # refuse a mismatched run before spending time on the data
         C.check_resume_options(resume[1].get('options', {}), opt, resume[0])

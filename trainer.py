@@ -112,7 +112,8 @@ class Trainer:
     def fit(self):
         opt, m = self.opt, self.method
         train = self.splits['train']
-        n_batches = train.num_batches(opt.batch_size)
+        # --dry_run: an epoch is its first batch (a run resumed after that batch goes on to the next epoch)
+        n_batches = 1 if opt.dry_run else train.num_batches(opt.batch_size)
         with self.signals():
             for epoch in range(self.start_epoch, opt.max_step):
                 record = self.train_epoch(epoch, train, n_batches)
@@ -155,8 +156,6 @@ class Trainer:
                             'sums': {k: torch.as_tensor(v).detach().cpu() for k, v in sums.items()}}
                 path = self.save(f'checkpoint_epoch_{epoch:04d}_batch_{i + 1:05d}.pth', epoch, progress)
                 raise Interrupted(path)
-            if opt.dry_run:
-                break
         bar.close()
         n = int(sums.pop('n', 1))
         record = {k: float(v) / n for k, v in sums.items()}

@@ -242,6 +242,9 @@ def replace_readme_section(readme, name, body):
         raise UserError(f'cannot read {readme}: {exc.strerror}') from None
     if begin not in text or end not in text:
         raise UserError(f'{readme} has no "{begin}" ... "{end}" markers to write the {name} into')
+    if text.index(end) < text.index(begin) or text.count(begin) != 1 or text.count(end) != 1:
+        raise UserError(f'{readme}: the "{begin}" and "{end}" markers must appear once each, begin first; fix '
+                        'the file and run again')
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
     return atomic_write_text(readme, head + begin + '\n' + body.strip('\n') + '\n' + end + tail)
@@ -346,6 +349,29 @@ def run_name(text):
     return text
 
 
+def seed_number(text):
+    """An argparse ``type`` for seeds: an integer in 0 .. 2**32 - 1 (what NumPy's and PyTorch's generators
+    take alike)."""
+    return number(int, 0, low_open=False, high=2 ** 32 - 1)(text)
+
+
+def existing_or_new_folder(text):
+    """An argparse ``type`` for a folder option: refused when a file (not a folder) is there."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f'{text} is a file, not a folder; give a folder (it is made when missing)')
+    return text
+
+
+def thread_count(text):
+    """An argparse ``type`` for ``--threads``: 1 .. the cores this process may use."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    value = number(int, 0)(text)
+    if value > cores:
+        raise argparse.ArgumentTypeError(f'{value} threads on {cores} available core(s) would oversubscribe them '
+                                         f'(every step waits for the slowest thread); give at most {cores}')
+    return value
+
+
 positive_float = number(float, 0.0)
 nonneg_float = number(float, 0.0, low_open=False)
 positive_int = number(int, 0)
@@ -355,11 +381,17 @@ nonneg_int = number(int, 0, low_open=False)
 # -- device, precision and seeds of a run ------------------------------------------------------------
 
 def resolve_device(name):
+    import re
     import torch
+    if name != 'auto' and not re.fullmatch(r'cpu|cuda(:\d{1,3})?', name):
+        raise UserError(f'--device {name} is not supported; use auto, cpu, cuda or cuda:N')
     if name == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if name.startswith('cuda') and not torch.cuda.is_available():
         raise UserError(f'--device {name} was asked for but CUDA is not available; use --device cpu')
+    if name.startswith('cuda:') and int(name[5:]) >= torch.cuda.device_count():
+        raise UserError(f'--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), '
+                        f'numbered from 0')
     try:
         return torch.device(name)
     except RuntimeError:

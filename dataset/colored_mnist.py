@@ -52,7 +52,7 @@ if __package__ in (None, ''):  # run as a script: make the repository root impor
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset.mnist_raw import load_mnist  # noqa: E402
-from utils import DATA_DIR, Parser, UserError, atomic_open, run_main  # noqa: E402
+from utils import DATA_DIR, Parser, UserError, atomic_open, run_main, seed_number  # noqa: E402
 
 # The mean colour of each digit class (RGB, 0..255), with a name for each, per palette.
 # released: fitted to the per-class statistics of the authors' released sigma^2 = 0.020 file
@@ -331,6 +331,11 @@ def read_npy(path):
         else:
             shape, fortran, dtype = fmt._read_array_header(fh, version)
         if not dtype.hasobject:
+            need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            have = os.fstat(fh.fileno()).st_size - fh.tell()
+            if need > have:
+                raise UserError(f'{path}: its header describes {need:,} bytes of data but the file holds {have:,}; '
+                                'it is truncated or not a Colored-MNIST file: delete it and regenerate it')
             fh.seek(0)
             return np.load(fh, allow_pickle=False)
         try:
@@ -361,7 +366,8 @@ def load(path, color_var=None):
     except UserError:
         raise
     except (ValueError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile,
-            UnicodeDecodeError, AttributeError, ImportError, IndexError, TypeError, KeyError) as exc:
+            UnicodeDecodeError, AttributeError, ImportError, IndexError, TypeError, KeyError, MemoryError,
+            SyntaxError) as exc:
         raise UserError(f'{path} is truncated or not a Colored-MNIST file ({type(exc).__name__}: '
                         f'{str(exc)[:120]}); delete it and regenerate it') from None
     return validate(data, path)
@@ -445,7 +451,7 @@ def main(argv=None):
                        help=f'all seven variances of the paper {PAPER_VARIANCES}')
     parser.add_argument('--data_dir', default=DATA_DIR,
                         help='output folder (default: data/ in this repository, whatever the working folder)')
-    parser.add_argument('--seed', type=int, default=DEFAULT_SEED,
+    parser.add_argument('--seed', type=seed_number, default=DEFAULT_SEED,
                         help=f'random seed (default: {DEFAULT_SEED})')
     parser.add_argument('--mnist_dir', default=None,
                         help='folder with the four raw MNIST IDX files (default: cache, then pip, '

@@ -87,29 +87,44 @@ class Split:
         return (len(self) + batch_size - 1) // batch_size
 
 
-def make_split(images_uint8, labels, gray=False, num_bins=NUM_BINS, mean_colors=colored_mnist.MEAN_COLORS):
-    """Build a :class:`Split`. With ``gray`` the images are the luminance view (the Gray method);
-    the colour target always comes from the coloured images, so h still has a colour to predict."""
-    view = to_gray(images_uint8) if gray else images_uint8
+GRAY_VIEWS = ('luminance', 'original')
+
+
+def make_split(images_uint8, labels, gray=False, num_bins=NUM_BINS, mean_colors=colored_mnist.MEAN_COLORS,
+               original=None):
+    """Build a :class:`Split`. With ``gray`` the images are a grey view (the Gray method): the luminance of
+    the coloured images, or ``original`` (N,28,28) uint8 when given (the file's ``test_gray``, the MNIST
+    digits before colouring) in three equal channels. The colour target always comes from the coloured
+    images, so h still has a colour to predict and aligned/conflicting digits are told apart."""
+    if gray and original is not None:
+        view = np.repeat(np.asarray(original, dtype=np.uint8)[..., None], 3, axis=-1)
+    else:
+        view = to_gray(images_uint8) if gray else images_uint8
     return Split(images=normalize(view), labels=torch.as_tensor(labels.astype(np.int64)),
                  colors=color_target(images_uint8, num_bins), raw=images_uint8, mean_colors=mean_colors)
 
 
 def load_splits(path, gray=False, val_size=0, seed=0, num_bins=NUM_BINS, color_var=None,
-                which=('train', 'test'), palette=colored_mnist.DEFAULT_PALETTE, log=None, first=None):
+                which=('train', 'test'), palette=colored_mnist.DEFAULT_PALETTE, log=None, first=None,
+                gray_view='luminance'):
     """Read one Colored-MNIST file and return ``{'train', 'test'[, 'val']}`` as :class:`Split`.
 
     ``which`` names the splits to build (the others are not computed). ``val_size`` > 0 holds out that many
     random training images (seeded) for model selection; the test set is never used for it. The class mean
     colours come from the file (``palette`` for a file that does not record them, said through ``log``).
     ``first`` = ``(n_train, n_test)`` keeps only the first images of each split (a smoke run).
+    ``gray_view`` (with ``gray``): the test images' grey view, ``luminance`` of the coloured digits or the
+    file's ``original`` grey digits (``test_gray``); training always uses the luminance view.
     """
+    if gray_view not in GRAY_VIEWS:
+        raise ValueError(f'gray_view must be one of {GRAY_VIEWS}, got {gray_view!r}')
     data = colored_mnist.load(path, color_var=color_var)
     mean_colors = colored_mnist.mean_colors_of(data, path, palette, log=log, color_var=color_var)
     if first is not None:
         n_train, n_test = first
         data = dict(data, train_image=data['train_image'][:n_train], train_label=data['train_label'][:n_train],
-                    test_image=data['test_image'][:n_test], test_label=data['test_label'][:n_test])
+                    test_image=data['test_image'][:n_test], test_label=data['test_label'][:n_test],
+                    test_gray=data['test_gray'][:n_test])
     train_img, train_lab = data['train_image'], data['train_label']
     splits = {}
     if val_size and 'train' in which:
@@ -123,7 +138,8 @@ def load_splits(path, gray=False, val_size=0, seed=0, num_bins=NUM_BINS, color_v
     if 'train' in which:
         splits['train'] = make_split(train_img, train_lab, gray, num_bins, mean_colors)
     if 'test' in which:
-        splits['test'] = make_split(data['test_image'], data['test_label'], gray, num_bins, mean_colors)
+        splits['test'] = make_split(data['test_image'], data['test_label'], gray, num_bins, mean_colors,
+                                    original=data['test_gray'] if gray and gray_view == 'original' else None)
     return splits
 
 

@@ -14,8 +14,7 @@ Parity holds for a method when the mean paired difference is no larger in magnit
 two spreads between seeds; it needs at least two seeds run in both precisions.
 """
 
-from experiments import records
-from experiments.figures import display_name
+from experiments import ab, records
 from utils import Parser, UserError, format_table, markdown_table, replace_readme_section, run_main
 
 
@@ -35,41 +34,18 @@ def pairs(runs):
 
 
 def verdicts(found):
-    """One dict per (method, sigma^2): seeds, accuracies, paired differences, spreads and ``parity``."""
-    rows = []
-    order = {m: i for i, m in enumerate(records.method_order())}
-    for (method, cv), seeds in sorted(found.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0])):
-        paired = sorted(s for s, acc in seeds.items() if {'fp32', 'bf16'} <= set(acc))
-        fp32 = [seeds[s]['fp32'] for s in paired]
-        bf16 = [seeds[s]['bf16'] for s in paired]
-        diffs = [b - f for f, b in zip(fp32, bf16)]
-        row = {'method': method, 'color_var': cv, 'seeds': paired, 'fp32': fp32, 'bf16': bf16, 'diffs': diffs,
-               'mean_diff': sum(diffs) / len(diffs) if diffs else None,
-               'spread_fp32': max(fp32) - min(fp32) if len(fp32) > 1 else None,
-               'spread_bf16': max(bf16) - min(bf16) if len(bf16) > 1 else None}
-        if len(paired) < 2:
-            row['parity'] = None
-        else:
-            row['parity'] = abs(row['mean_diff']) <= min(row['spread_fp32'], row['spread_bf16'])
-        rows.append(row)
+    """One dict per (method, sigma^2) (see :func:`experiments.ab.verdicts`), with ``parity`` the verdict."""
+    rows = ab.verdicts(found, 'fp32', 'bf16')
+    for row in rows:
+        row['parity'] = row['within']
     return rows
 
 
-HEADER = ['method', 'σ²', 'seed', 'fp32', 'bf16', 'bf16 − fp32']
+HEADER = ab.header('fp32', 'bf16')
 
 
 def table_rows(rows):
-    out = []
-    for r in rows:
-        for s, f, b, d in zip(r['seeds'], r['fp32'], r['bf16'], r['diffs']):
-            out.append([display_name(r['method']), r['color_var'], str(s), f'{f:.4f}', f'{b:.4f}', f'{d:+.4f}'])
-        if r['seeds']:
-            verdict = {None: 'needs two seeds', True: 'parity', False: 'NO parity'}[r['parity']]
-            out.append([display_name(r['method']), r['color_var'], 'mean / spread',
-                        f'spread {r["spread_fp32"]:.4f}' if r['spread_fp32'] is not None else '—',
-                        f'spread {r["spread_bf16"]:.4f}' if r['spread_bf16'] is not None else '—',
-                        f'{r["mean_diff"]:+.4f}: {verdict}'])
-    return out
+    return ab.table_rows(rows, 'fp32', 'bf16', words=('parity', 'NO parity'))
 
 
 def build_parser():
@@ -88,13 +64,13 @@ def main(argv=None):
         raise UserError(f'no method under {args.dir} has a seed run in both fp32 and bf16 with a test record')
     body = table_rows(rows)
     print(format_table(HEADER, body, title='Unbiased test accuracy, fp32 vs bf16 (paired by seed)',
-                       align='lllrrr'))
+                       align='lllrrrr'))
     if args.readme:
         text = ''
         if args.command:
             text += 'Produced by:\n\n```\n' + args.command.strip() + f'\npython -m experiments.parity {args.dir} ' \
                     f'--readme {args.readme}\n```\n\n'
-        text += markdown_table(HEADER, body, align='lllrrr') + '\n'
+        text += markdown_table(HEADER, body, align='lllrrrr') + '\n'
         replace_readme_section(args.readme, args.section, text)
         print(f'wrote {args.readme} ({args.section})')
     return rows

@@ -26,7 +26,7 @@ import methods
 from dataset.colored_mnist import PAPER_VARIANCES, add_palette_argument, color_variance
 import checkpoint as C
 from experiments import records
-from utils import (DATA_DIR, REPO_ROOT, RUNS_DIR, Parser, RunLock, UserError, native_bf16, positive_float,
+from utils import (DATA_DIR, REPO_ROOT, RUNS_DIR, Parser, RunLock, UserError, existing_or_new_folder, native_bf16, positive_float,
                    open_no_follow, positive_int, read_jsonl, resolve_device, run_main, sha256_file)
 
 
@@ -375,8 +375,8 @@ def build_parser():
                    help=f'methods: {", ".join(names)} ({starting})')
     p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3], metavar='SEED',
                    help='values of train.py --random_seed, one run per seed')
-    p.add_argument('--out', default=None, help='folder of the run folders (required, except with --smoke)')
-    p.add_argument('--data_dir', default=DATA_DIR,
+    p.add_argument('--out', default=None, type=existing_or_new_folder, help='folder of the run folders (required, except with --smoke)')
+    p.add_argument('--data_dir', default=DATA_DIR, type=existing_or_new_folder,
                    help='folder of the data files, generated when missing (default: data/ in this repository)')
     add_palette_argument(p)
     p.add_argument('--launcher', choices=list(LAUNCHERS), default='local',

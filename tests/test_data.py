@@ -405,3 +405,19 @@ def test_a_keyless_file_is_matched_by_its_colours(tmp_path):
     splits = load_splits(path, color_var=0.02, palette='supplementary_names', log=notes.append)
     assert (splits['train'].mean_colors == colored_mnist.PALETTES['supplementary_names']).all()
     assert len(notes) == 1 and 'match the supplementary_names palette' in notes[0]
+
+
+def test_gray_test_views(small_data_dir):
+    """Gray's test inputs: the luminance of the coloured digits (default), or the file's test_gray digits
+    before colouring; training is always the luminance view; the colour target and the coloured raw images
+    (aligned/conflicting) stay those of the coloured digits."""
+    from dataset.tensors import load_splits, normalize, to_gray
+    path = colored_mnist.file_path(str(small_data_dir), SMALL_VAR)
+    data = colored_mnist.load(path)
+    lum = load_splits(path, gray=True)
+    orig = load_splits(path, gray=True, gray_view='original')
+    assert torch.equal(lum['test'].images, normalize(to_gray(data['test_image'])))
+    assert torch.equal(orig['test'].images, normalize(np.repeat(data['test_gray'][..., None], 3, axis=-1)))
+    assert not torch.equal(lum['test'].images, orig['test'].images)
+    assert torch.equal(orig['train'].images, normalize(to_gray(data['train_image'])))
+    assert torch.equal(orig['test'].colors, lum['test'].colors) and np.array_equal(orig['test'].raw, data['test_image'])

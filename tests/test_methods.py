@@ -319,3 +319,59 @@ def test_option_defaults_are_the_authors():
     assert o.method == 'baseline'
     assert (o.lr, o.lr_decay_rate, o.lr_decay_period, o.max_step, o.batch_size, o.momentum, o.weight_decay,
             o.lambda_, o.mu, o.num_bins) == (0.01, 0.1, 40, 100, 128, 0.9, 0.0005, 0.01, 0.1, 8)
+
+
+def _plain_sgd(method, *extra):
+    """A method with plain SGD (no momentum, no weight decay), so that one update is -lr times a gradient."""
+    torch.manual_seed(0)
+    m = methods.build_method(_opt(method, '--momentum', '0', '--weight_decay', '0', *extra), torch.device('cpu'))
+    m.train(True)
+    return m
+
+
+def _assert_moved_by(module, before, grads, lr):
+    for p, p0, gr in zip(module.parameters(), before, grads):
+        assert torch.allclose(p, p0 - lr * gr, atol=1e-6), (p - (p0 - lr * gr)).abs().max()
+
+
+def test_blindeye_update_in_closed_form():
+    """f, g move by -lr * grad(CE + alpha * CE(uniform, h(f(x)))) with h frozen in that term; h moves by
+    -lr * grad of its own colour loss on features detached from f. Fails when h is not frozen in the
+    confusion term, when that term sees detached features, when its sign flips, or when h's colour loss
+    reaches f (each tried)."""
+    lr, alpha = 0.05, 0.7
+    m = _plain_sgd('blindeye', '--alpha', str(alpha))
+    x, colors, labels = _batch()
+    net, h = copy.deepcopy(m.net), copy.deepcopy(m.h)
+    feat = net.f(x)
+    ce = torch.nn.functional.cross_entropy(net.g(feat), labels)
+    conf = sum(-torch.log_softmax(lg, 1).mean(1).mean() for lg in h(feat)) / 3
+    grad_fg = torch.autograd.grad(ce + alpha * conf, list(net.parameters()))
+    grad_h = torch.autograd.grad(color_loss(h(feat.detach()), colors), list(h.parameters()))
+    assert all(gr.abs().max() > 0 for gr in grad_h)
+    net0, h0 = _params(m.net), _params(m.h)
+    m.update(x, colors, labels)
+    _assert_moved_by(m.net, net0, grad_fg, lr)
+    _assert_moved_by(m.h, h0, grad_h, lr)
+
+
+def test_lnl_step1_in_closed_form_and_it_raises_hs_entropy():
+    """Step 1 moves f and g by -lr * grad(CE + lambda * negative entropy of h(f(x))) and leaves h as it was;
+    with a large lambda, one step lowers h's negative entropy on that batch (f makes h less certain).
+    Fails on a detached entropy term, a flipped sign, or h stepping."""
+    lr, lam = 0.05, 5.0
+    m = _plain_sgd('lnl', '--lambda', str(lam))
+    x, colors, labels = _batch()
+    net, h = copy.deepcopy(m.net), copy.deepcopy(m.h)
+    feat = net.f(x)
+    ne = neg_entropy(h(feat))
+    loss = torch.nn.functional.cross_entropy(net.g(feat), labels) + lam * ne
+    grad_fg = torch.autograd.grad(loss, list(net.parameters()))
+    net0, h0 = _params(m.net), _params(m.h)
+    m.unlearn_step(x, labels)
+    _assert_moved_by(m.net, net0, grad_fg, lr)
+    assert all(torch.equal(a, b) for a, b in zip(h0, m.h.parameters()))
+    with torch.no_grad():
+        m.h.eval()
+        h.eval()
+        assert neg_entropy(m.h(m.net.f(x))) < neg_entropy(h(net.f(x)))

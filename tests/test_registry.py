@@ -11,6 +11,7 @@ import methods
 from conftest import SMALL_VAR
 from experiments import collect_results, sweep
 from option import get_option
+from utils import sha256_file
 
 
 class Tiny(methods.Baseline):
@@ -44,7 +45,9 @@ def test_an_extra_method_runs_through_the_sweep_and_the_report(small_data_dir, t
         assert set(sweep.main(argv).values()) == {'skipped'}
         opts = json.loads((out / 'tiny_var0.020_seed1' / 'options.json').read_text())
         assert opts['method'] == 'tiny' and opts['lr'] == 0.002 and opts['tiny_scale'] == 0.5
-        assert opts['use_pretrain'] and opts['checkpoint'].endswith('baseline_var0.020_seed1/checkpoint_last.pth')
+        # it started from the baseline's finished checkpoint (the one its done marker names), and recorded its hash
+        assert opts['use_pretrain'] and opts['checkpoint'].endswith('baseline_var0.020_seed1/checkpoint_epoch_0002.pth')
+        assert opts['pretrain_sha256'] == sha256_file(opts['checkpoint'])
         prefix = tmp_path / 'report' / 'fig4'
         agg = collect_results.main([str(out), '--out_prefix', str(prefix)])
         assert ('tiny', '0.020') in agg['cells'] and agg['methods'][-1] == 'tiny'

@@ -1,0 +1,394 @@
+"""A sweep's table holds only what was asked for: runs that start from another start from its finished state,
+finished runs are checked against the request, test records belong to the run's last epoch, cut record lines
+are repaired, and run folders never write through links or outside --save_dir."""
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import SMALL_VAR, assert_user_error, popen, run_py, train_args
+from experiments import records, sweep
+from utils import RunLock, append_line, read_jsonl, sha256_file
+
+
+def _sweep_args(data_dir, out, *extra, methods=('baseline', 'lnl'), train=('--max_step', 2)):
+    return ['-m', 'experiments.sweep', '--color_vars', SMALL_VAR, '--methods', *methods, '--seeds', '1',
+            '--out', out, '--data_dir', data_dir, '--no_probe', *extra, '--', '--dry_run', '--no_generate',
+            *train]
+
+
+def _lines(proc):
+    """{run name: its result line} of a sweep's summary (``proc``: a finished process or its stdout)."""
+    out = {}
+    for line in getattr(proc, 'stdout', proc).splitlines():
+        parts = line.rsplit(' ', 1)
+        if len(parts) == 2 and '_var' in parts[1]:
+            out[parts[1]] = parts[0].strip()
+    return out
+
+
+def _wait(cond, proc, timeout=120):
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return
+        if proc.poll() is not None:
+            pytest.fail(f'process ended early: {proc.communicate()}')
+        time.sleep(0.02)
+    pytest.fail('timed out')
+
+
+def _epochs(run_dir):
+    path = run_dir / 'results.jsonl'
+    return [r['epoch'] for r in read_jsonl(path) if 'test_acc' not in r] if path.exists() else []
+
+
+# -- 1. a run starts only from a finished run ------------------------------------------------------------
+
+def test_lnl_never_starts_from_a_killed_baseline_and_the_relaunch_starts_it_from_the_finished_one(
+        small_data_dir, tmp_path):
+    """The baseline's training process is killed mid-run: the sweep reports it failed and does not start
+    LNL. The relaunch finishes the baseline, then trains LNL from the checkpoint its done marker names, and
+    LNL records that file's SHA-256. (Before: LNL started from the 2-epoch checkpoint_last.pth.)"""
+    out = tmp_path / 'sweep'
+    args = _sweep_args(small_data_dir, out, '--launcher', 'local', train=('--max_step', 12))
+    base = out / 'baseline_var0.020_seed1'
+    proc = popen(args)
+    _wait(lambda: len(_epochs(base)) >= 1 and RunLock.holder(str(base)) is not None, proc)
+    os.kill(int(RunLock.holder(str(base))), signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stdout + stderr
+    lines = _lines(stdout)
+    assert lines['baseline_var0.020_seed1'].startswith('failed'), stdout + stderr
+    assert lines['lnl_var0.020_seed1'].startswith('not started (baseline_var0.020_seed1 is not finished'), stdout
+    assert not (out / 'lnl_var0.020_seed1' / 'options.json').exists()
+
+    proc = run_py(args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _epochs(base)[-1] == 12
+    start = base / (base / 'done').read_text().strip().rsplit('/', 1)[-1]
+    opts = json.loads((out / 'lnl_var0.020_seed1' / 'options.json').read_text())
+    assert opts['checkpoint'] == str(start) and opts['pretrain_sha256'] == sha256_file(start)
+
+
+def test_a_run_locked_by_another_process_is_no_start(tmp_path):
+    """Another sweep still trains the baseline (it holds the folder's lock, even with an old done marker)."""
+    run_dir = tmp_path / 'baseline_var0.020_seed1'
+    run_dir.mkdir()
+    (run_dir / 'checkpoint_last.pth').write_bytes(b'x')
+    (run_dir / 'done').write_text(str(run_dir / 'checkpoint_last.pth') + '\n')
+    assert sweep.finished_checkpoint(str(run_dir)) == str(run_dir / 'checkpoint_last.pth')
+    lock = RunLock(str(run_dir)).acquire()
+    try:
+        assert sweep.finished_checkpoint(str(run_dir)) is None
+    finally:
+        lock.release()
+    os.remove(run_dir / 'done')
+    assert sweep.finished_checkpoint(str(run_dir)) is None
+
+
+# -- 2. finished runs against the request ----------------------------------------------------------------
+
+def test_a_relaunch_with_other_options_is_refused_redone_with_overwrite_or_extended(small_data_dir, tmp_path):
+    out = tmp_path / 'sweep'
+    inproc = ('--launcher', 'inprocess')
+    assert run_py(_sweep_args(small_data_dir, out, *inproc)).returncode == 0
+    lnl_sha = json.loads((out / 'lnl_var0.020_seed1' / 'options.json').read_text())['pretrain_sha256']
+
+    # another run-defining option: refused, named, nothing trained
+    proc = run_py(_sweep_args(small_data_dir, out, *inproc, train=('--max_step', 2, '--lr_decay_period', 5)))
+    assert proc.returncode == 1
+    lines = _lines(proc)
+    assert lines['baseline_var0.020_seed1'].startswith('refused') and '--lr_decay_period 5 (run: 40)' in \
+        lines['baseline_var0.020_seed1'] and '--overwrite' in lines['baseline_var0.020_seed1']
+    assert lines['lnl_var0.020_seed1'].startswith('not started')
+    # fewer epochs than the run has: refused as well
+    proc = run_py(_sweep_args(small_data_dir, out, *inproc, train=('--max_step', 1)))
+    assert proc.returncode == 1 and '--max_step 1 (run: 2)' in _lines(proc)['baseline_var0.020_seed1']
+    assert _epochs(out / 'baseline_var0.020_seed1') == [1, 2]
+
+    # more epochs: the baseline is extended and re-tested; LNL's start changed, so it is trained again
+    proc = run_py(_sweep_args(small_data_dir, out, *inproc, train=('--max_step', 3)))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = _lines(proc)
+    assert lines['baseline_var0.020_seed1'].startswith('finished (extended')
+    assert lines['lnl_var0.020_seed1'].startswith('finished (trained again: baseline_var0.020_seed1 changed')
+    assert _epochs(out / 'baseline_var0.020_seed1') == [1, 2, 3]
+    assert records.load_runs(out)[0]['test']['epoch'] == 3
+    assert json.loads((out / 'lnl_var0.020_seed1' / 'options.json').read_text())['pretrain_sha256'] != lnl_sha
+
+    # the same request again: nothing to do
+    proc = run_py(_sweep_args(small_data_dir, out, *inproc, train=('--max_step', 3)))
+    assert proc.returncode == 0 and set(_lines(proc).values()) == {'skipped'}, proc.stdout
+
+    # --overwrite trains the mismatched runs again
+    proc = run_py(_sweep_args(small_data_dir, out, *inproc, '--overwrite', methods=('baseline',),
+                              train=('--max_step', 2, '--lr_decay_period', 5)))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _lines(proc)['baseline_var0.020_seed1'].startswith('finished (trained again, --overwrite')
+    assert json.loads((out / 'baseline_var0.020_seed1' / 'options.json').read_text())['lr_decay_period'] == 5
+
+
+def test_precision_counts_as_run_defining_in_the_comparison(tmp_path):
+    run = tmp_path / 'baseline_var0.020_seed1'
+    run.mkdir()
+    spec = {'run_dir': str(run), 'train': ['-e', 'x', '--method', 'baseline', '--precision', 'fp32']}
+    (run / 'options.json').write_text(json.dumps({'method': 'baseline', 'precision': 'bf16', 'amp': True,
+                                                  'precision_requested': 'bf16', 'max_step': 100}))
+    diffs, extend = sweep.differences(spec)
+    assert ('precision', 'bf16', 'fp32') in diffs and not extend
+    spec['train'][-1] = 'bf16'
+    assert sweep.differences(spec) == ([], False)
+
+
+def test_a_test_record_of_an_earlier_epoch_is_named_and_not_counted(tmp_path, capsys):
+    from experiments import collect_results
+    run = tmp_path / 'runs' / 'baseline_var0.020_seed1'
+    run.mkdir(parents=True)
+    (run / 'options.json').write_text(json.dumps({'method': 'baseline', 'color_var': 0.02, 'random_seed': 1}))
+    recs = [{'epoch': 1, 'monitor_test_acc': 0.3}, {'tag': 'test', 'test_acc': 0.31, 'epoch': 1, 'color_var': 0.02},
+            {'epoch': 2, 'monitor_test_acc': 0.4},
+            {'tag': 'test', 'test_acc': 0.9, 'epoch': 2, 'color_var': 0.035}]  # another sigma^2
+    (run / 'results.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in recs))
+    with pytest.raises(Exception, match='no finished run'):
+        collect_results.main([str(tmp_path / 'runs'), '--no_plot'])
+    err = capsys.readouterr().err
+    assert "its 'test' record evaluates epoch 1, but the run trained to epoch 2" in err
+    append_line(str(run / 'results.jsonl'), json.dumps({'tag': 'test', 'test_acc': 0.42, 'epoch': 2,
+                                                        'color_var': 0.02}))
+    agg = collect_results.main([str(tmp_path / 'runs'), '--no_plot'])
+    assert agg['cells'][('baseline', '0.020')]['values'] == [0.42]
+
+
+def test_a_probe_result_is_kept_when_a_plain_test_follows():
+    recs = [{'epoch': 3}, {'tag': 'test', 'test_acc': 0.5, 'epoch': 3, 'probe_color_acc': 0.7},
+            {'tag': 'test', 'test_acc': 0.5, 'epoch': 3}]
+    test, stale = records.current_test(recs)
+    assert test['probe_color_acc'] == 0.7 and stale is None
+
+
+# -- 3. a cut last line ----------------------------------------------------------------------------------
+
+def test_a_record_written_after_a_cut_line_stays_whole(tmp_path, capsys):
+    path = tmp_path / 'results.jsonl'
+    path.write_text(json.dumps({'epoch': 1}) + '\n' + '{"epoch": 2, "loss_c')  # a kill during the write
+    append_line(str(path), json.dumps({'tag': 'test', 'test_acc': 0.5}))
+    assert read_jsonl(str(path)) == [{'epoch': 1}, {'tag': 'test', 'test_acc': 0.5}]
+    assert 'results.jsonl, line 2: not a JSON record' in capsys.readouterr().err
+
+
+def test_test_py_after_a_cut_line_leaves_a_test_record(small_data_dir, tmp_path):
+    runs = tmp_path / 'runs'
+    assert run_py(train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--dry_run', '--max_step', 1)
+                  ).returncode == 0
+    with open(runs / 'r' / 'results.jsonl', 'a') as fh:
+        fh.write('{"epoch": 2, "lo')
+    proc = run_py(['test.py', '-e', 'r', '--save_dir', runs, '--data_dir', small_data_dir, '--no_generate'])
+    assert proc.returncode == 0, proc.stderr
+    assert records.load_runs(runs)[0]['test'] is not None
+
+
+# -- 4, 5. links and run names ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize('name', ['.lock', 'results.jsonl', 'train.log'])
+def test_a_link_in_a_run_folder_is_refused_and_the_outside_file_untouched(small_data_dir, tmp_path, name):
+    runs = tmp_path / 'runs'
+    (runs / 'r').mkdir(parents=True)
+    outside = tmp_path / 'outside.txt'
+    outside.write_text('keep me\n')
+    target = outside if name == '.lock' else tmp_path / 'created_outside'
+    os.symlink(target, runs / 'r' / name)
+    proc = run_py(train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--dry_run', '--max_step', 1))
+    assert_user_error(proc, 'is a symbolic link')
+    assert outside.read_text() == 'keep me\n' and not (tmp_path / 'created_outside').exists()
+
+
+def test_append_line_refuses_a_link(tmp_path):
+    from utils import UserError
+    outside = tmp_path / 'outside.jsonl'
+    outside.write_text('')
+    os.symlink(outside, tmp_path / 'results.jsonl')
+    with pytest.raises(UserError, match='symbolic link'):
+        append_line(str(tmp_path / 'results.jsonl'), '{}')
+    assert outside.read_text() == ''
+
+
+@pytest.mark.parametrize('name', ['../../escape', '/tmp/abs_run', '', '.', 'x' * 300])
+def test_a_run_name_is_one_folder_name(small_data_dir, tmp_path, name):
+    runs = tmp_path / 'a' / 'runs'
+    proc = run_py(train_args(small_data_dir, runs, name, '--method', 'baseline', '--dry_run', '--max_step', 1))
+    assert proc.returncode == 2 and 'exp_name' in proc.stderr, proc.stderr
+    assert not runs.exists() and not (tmp_path / 'escape').exists() and not os.path.exists('/tmp/abs_run')
+
+
+def test_the_resume_command_of_an_overwritten_run_drops_overwrite():
+    from train import command_line
+    line = command_line(['train.py', '-e', 'r', '--overwrite', '--max_step', '3'], drop_resume=True)
+    assert line == 'python train.py -e r --max_step 3'
+
+
+# -- 7, 8. signals ---------------------------------------------------------------------------------------
+
+def test_ctrl_c_to_the_smoke_sweep_stops_it_with_130(small_data_dir, tmp_path):
+    out = tmp_path / 'smoke'
+    proc = popen(['-m', 'experiments.sweep', '--smoke', '--out', out, '--data_dir', small_data_dir,
+                  '--', '--no_generate', '--max_step', 1000])
+    base = out / 'baseline_var0.020_seed1'
+    _wait(lambda: len(_epochs(base)) >= 1, proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout + stderr
+    assert 'relaunch the same command' in stderr
+    assert not any((out / f'{m}_var0.020_seed1' / 'options.json').exists() for m in ('lnl', 'blindeye', 'gray'))
+
+
+def test_a_dry_run_resumed_after_an_interrupt_equals_a_straight_run(small_data_dir, tmp_path, monkeypatch):
+    """The interrupt arrives in epoch 2's only batch; the resumed run goes on with epoch 3, as the straight
+    run does (before: it trained a second batch in epoch 2)."""
+    import methods
+    import torch
+    runs = tmp_path / 'runs'
+    base = ['--method', 'baseline', '--dry_run', '--max_step', 3, '--precision', 'fp32']
+    assert run_py(train_args(small_data_dir, runs, 'straight', *base)).returncode == 0
+    calls = []
+    update = methods.Baseline.update
+
+    def interrupted_update(self, *a):
+        calls.append(1)
+        out = update(self, *a)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # the trainer's handler saves after this batch
+        return out
+    monkeypatch.setattr(methods.Baseline, 'update', interrupted_update)
+    assert run_py(train_args(small_data_dir, runs, 'cut', *base)).returncode == 130
+    monkeypatch.setattr(methods.Baseline, 'update', update)
+    assert run_py(train_args(small_data_dir, runs, 'cut', *base, '--resume')).returncode == 0
+
+    def numbers(name):
+        return [{k: v for k, v in r.items() if k != 'epoch_time_s'} for r in read_jsonl(str(runs / name / 'results.jsonl'))]
+    assert numbers('cut') == numbers('straight')
+    a = torch.load(runs / 'cut' / 'checkpoint_last.pth', weights_only=True)['net_state_dict']
+    b = torch.load(runs / 'straight' / 'checkpoint_last.pth', weights_only=True)['net_state_dict']
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- inputs that got a traceback, a hang or gigabytes ------------------------------------------------------
+
+@pytest.mark.parametrize('extra,fragment', [
+    (['--threads', '999'], 'oversubscribe'), (['--device', 'meta'], 'not supported'),
+    (['--device', 'xpu'], 'not supported'), (['--device', 'mps'], 'not supported'),
+    (['--feat_ch', '100000'], 'feat_ch'), (['--random_seed', '12345678901234567890'], 'random_seed'),
+    (['--data_seed', '-3'], 'data_seed'), (['--n_class', '1000000000'], 'n_class'),
+    (['--save_dir', 'FILE'], 'is a file, not a folder'), (['--data_dir', 'FILE'], 'is a file, not a folder')])
+def test_bad_train_options_are_one_line_before_any_work(tmp_path, extra, fragment):
+    (tmp_path / 'FILE').write_text('x')
+    extra = [str(tmp_path / 'FILE') if a == 'FILE' else a for a in extra]
+    proc = run_py(['train.py', '-e', 'r', '--save_dir', tmp_path / 'runs', '--data_dir', tmp_path / 'data',
+                   '--no_generate', '--dry_run', '--max_step', 1] + extra)
+    assert_user_error(proc, fragment)
+    assert fragment in proc.stderr.strip().splitlines()[-1]  # it ends in one line that names the input
+
+
+def test_generator_refuses_a_negative_seed(tmp_path):
+    proc = run_py(['-m', 'dataset.colored_mnist', '--data_dir', tmp_path, '--color_vars', '0.020', '--seed', '-1'])
+    assert_user_error(proc, '--seed')
+
+
+def _checkpoint(small_data_dir, tmp_path):
+    import torch
+    runs = tmp_path / 'runs'
+    assert run_py(train_args(small_data_dir, runs, 'r', '--method', 'lnl', '--dry_run', '--max_step', 1)).returncode == 0
+    return torch.load(runs / 'r' / 'checkpoint_last.pth', weights_only=True)
+
+
+@pytest.mark.parametrize('change,fragment', [
+    (lambda c: c['config'].update(feat_ch=10 ** 7), 'feat_ch'),
+    (lambda c: c['config'].update(num_bins=10 ** 6), 'num_bins'),
+    (lambda c: c['config'].update(n_class=-1), 'n_class'),
+    (lambda c: c['config'].update(n_class=10 ** 9), 'n_class'),
+    (lambda c: c['config'].update(feat_ch=16), 'inconsistent'),
+    (lambda c: c.update(epoch=-5), 'negative'),
+    (lambda c: c.update(epoch='5'), 'epoch is a str'),
+    (lambda c: c.update(config=[1, 2]), 'config is a list'),
+    (lambda c: c.update(options='lnl'), 'options is a str'),
+    (lambda c: c.update(h_state_dict=3), 'h_state_dict is a int'),
+    (lambda c: c['options'].update(color_var='0.02'), 'color_var'),
+    (lambda c: c['options'].update(method=5), 'method'),
+    (lambda c: c['options'].update(dry_run='yes'), 'dry_run')])
+def test_test_py_checks_a_checkpoint_before_building_anything(small_data_dir, tmp_path, change, fragment):
+    import torch
+    ckpt = _checkpoint(small_data_dir, tmp_path)
+    change(ckpt)
+    torch.save(ckpt, tmp_path / 'bad.pth')
+    proc = run_py(['test.py', '--checkpoint', tmp_path / 'bad.pth', '--data_dir', small_data_dir, '--no_generate'])
+    assert_user_error(proc, fragment)
+
+
+def test_resume_from_a_checkpoint_without_its_random_state_is_refused(small_data_dir, tmp_path):
+    import torch
+    ckpt = _checkpoint(small_data_dir, tmp_path)
+    del ckpt['rng']
+    torch.save(ckpt, tmp_path / 'v1.pth')
+    proc = run_py(train_args(small_data_dir, tmp_path / 'runs', 'r', '--method', 'lnl', '--dry_run', '--max_step', 2,
+                             '--resume', tmp_path / 'v1.pth'))
+    assert_user_error(proc, 'lacks rng')
+
+
+def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_old_file(small_data_dir, tmp_path, monkeypatch):
+    import torch
+    runs = tmp_path / 'runs'
+    assert run_py(train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--dry_run', '--max_step', 1)).returncode == 0
+    before = (runs / 'r' / 'checkpoint_last.pth').read_bytes()
+
+    def full_disk(*a, **k):
+        raise RuntimeError('[enforce fail at inline_container.cc:664] . unexpected pos 128 vs 64\nframe #0: c10::...')
+    monkeypatch.setattr(torch, 'save', full_disk)
+    proc = run_py(train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--dry_run', '--max_step', 2,
+                             '--resume'))
+    assert_user_error(proc, 'could not write the checkpoint', 'resume with --resume')
+    assert 'frame #0' not in proc.stderr
+    assert (runs / 'r' / 'checkpoint_last.pth').read_bytes() == before
+    assert not [f for f in os.listdir(runs / 'r') if f.endswith('.tmp')]
+
+
+def test_a_data_file_whose_header_asks_for_terabytes(tmp_path):
+    import numpy as np
+    header = {'descr': '|u1', 'fortran_order': False, 'shape': (10 ** 13,)}
+    path = tmp_path / 'mnist_10color_jitter_var_0.020.npy'
+    with open(path, 'wb') as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        fh.write(b'\0' * 20)
+    proc = run_py(['train.py', '-e', 'r', '--save_dir', tmp_path / 'runs', '--data_dir', tmp_path, '--no_generate',
+                   '--dry_run', '--max_step', 1])
+    assert_user_error(proc, 'describes 10,000,000,000,000 bytes')
+
+
+def test_a_readme_whose_markers_are_out_of_order(tmp_path):
+    from utils import UserError, replace_readme_section
+    readme = tmp_path / 'README.md'
+    readme.write_text('a\n<!-- results:end -->\nb\n<!-- results:begin -->\nc\n')
+    with pytest.raises(UserError, match='begin first'):
+        replace_readme_section(str(readme), 'results', 'x')
+    assert readme.read_text() == 'a\n<!-- results:end -->\nb\n<!-- results:begin -->\nc\n'
+
+
+def test_test_py_accepts_a_run_folder_path_and_refuses_a_bad_name(small_data_dir, tmp_path):
+    _checkpoint(small_data_dir, tmp_path)
+    proc = run_py(['test.py', '-e', tmp_path / 'runs' / 'r', '--data_dir', small_data_dir, '--no_generate'])
+    assert proc.returncode == 0, proc.stderr
+    assert_user_error(run_py(['test.py', '-e', '..', '--save_dir', tmp_path / 'runs', '--data_dir', small_data_dir]),
+                      'not a run name')
+
+
+def test_test_py_records_which_grey_view_it_evaluated(small_data_dir, tmp_path):
+    runs = tmp_path / 'runs'
+    assert run_py(train_args(small_data_dir, runs, 'g', '--method', 'gray', '--dry_run', '--max_step', 1)).returncode == 0
+    for extra in ([], ['--gray_view', 'original']):
+        proc = run_py(['test.py', '-e', 'g', '--save_dir', runs, '--data_dir', small_data_dir, '--no_generate'] + extra)
+        assert proc.returncode == 0, proc.stderr
+    tests = [r for r in read_jsonl(str(runs / 'g' / 'results.jsonl')) if 'test_acc' in r]
+    assert [(t['tag'], t['gray_view']) for t in tests] == [('test', 'luminance'), ('test_original', 'original')]
+    assert records.load_runs(runs)[0]['test']['gray_view'] == 'luminance'
+    assert records.load_runs(runs, tag='test_original')[0]['test']['gray_view'] == 'original'
