@@ -2,6 +2,7 @@
 import json
 import os
 
+import pytest
 import torch
 
 from conftest import assert_user_error, run_py
@@ -120,3 +121,85 @@ def test_train_sh_and_test_sh(small_data_dir, tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     assert 'test_acc' in proc.stdout and 'conflicting_acc' in proc.stdout
+
+
+def test_evaluate_on_a_stub_network_with_known_predictions():
+    """Overall, aligned, conflicting and per-class accuracy and the confusion matrix, by hand, over batches
+    of 3. Fails when aligned and conflicting are swapped, on an off-by-one in the per-class accuracy, or when
+    the confusion matrix is transposed."""
+    import math
+    import numpy as np
+    from evaluation import evaluate
+
+    class Stub(torch.nn.Module):  # the image holds the prediction
+        def forward(self, x):
+            return x, torch.nn.functional.one_hot(x[:, 0].long(), 10).float()
+    labels = [0, 0, 1, 1, 2, 2, 3, 3]
+    preds = [0, 1, 1, 1, 2, 0, 3, 2]
+    mean_index = np.array([0, 5, 1, 7, 2, 2, 3, 9])  # aligned: 0, 2, 4, 5, 6; conflicting: 1, 3, 7
+    split = type('Split', (), {'images': torch.tensor(preds, dtype=torch.float32)[:, None],
+                               'labels': torch.tensor(labels), '__len__': lambda self: 8})()
+    res = evaluate(Stub(), split, batch_size=3, num_classes=10, mean_index=mean_index)
+    assert res['acc'] == 5 / 8 and res['aligned_acc'] == 4 / 5 and res['conflicting_acc'] == 1 / 3
+    assert res['aligned_fraction'] == 5 / 8
+    assert res['per_class_acc'][:4] == [0.5, 1.0, 0.5, 0.5] and all(math.isnan(a) for a in res['per_class_acc'][4:])
+    expected = np.zeros((10, 10), dtype=int)
+    for t, p in zip(labels, preds):
+        expected[t, p] += 1
+    assert res['confusion'] == expected.tolist() and res['confusion'][2][0] == 1 and res['confusion'][0][2] == 0
+
+
+def test_mid_epoch_resume_across_a_learning_rate_step_is_bit_exact(small_data_dir, tmp_path, monkeypatch):
+    """LNL with the learning rate x0.1 every epoch, interrupted in the middle of epoch 2 (its 6th of 4 x 3
+    mini-batches), resumed: weights, records and the recorded lr sequence equal those of a straight run."""
+    import signal
+    import methods
+    runs = tmp_path / 'runs'
+    common = ['--method', 'lnl', '--lr', '0.01', '--lr_decay_period', '1', '--max_step', '3', '--precision', 'fp32']
+    assert _train(small_data_dir, runs, 'straight', *common).returncode == 0
+    update, calls = methods.LNL.update, []
+
+    def interrupted(self, *a):
+        calls.append(1)
+        out = update(self, *a)
+        if len(calls) == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+    monkeypatch.setattr(methods.LNL, 'update', interrupted)
+    assert _train(small_data_dir, runs, 'cut', *common).returncode == 130
+    assert [f for f in os.listdir(runs / 'cut') if '_batch_00002' in f]
+    monkeypatch.setattr(methods.LNL, 'update', update)
+    assert _train(small_data_dir, runs, 'cut', *common, '--resume').returncode == 0
+    for a, b in zip(_weights(runs / 'straight' / 'checkpoint_last.pth'), _weights(runs / 'cut' / 'checkpoint_last.pth')):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    def metrics(name):
+        return [{k: v for k, v in r.items() if k != 'epoch_time_s'} for r in _records(runs / name)]
+    assert metrics('cut') == metrics('straight')
+    assert [r['lr'] for r in _records(runs / 'cut')] == pytest.approx([0.01, 0.001, 0.0001], rel=1e-9)
+
+
+def test_gray_trains_and_is_tested_on_the_grey_view(small_data_dir, tmp_path, monkeypatch):
+    """Every training batch Gray steps on, and every test input test.py feeds it, is the luminance view of
+    the coloured digits: the three channels, un-normalised, are equal and are the rounded BT.601 luma."""
+    import methods
+    import test as test_py
+    from dataset import colored_mnist
+    from dataset.tensors import MEAN, STD, normalize, to_gray
+    data = colored_mnist.load(colored_mnist.file_path(str(small_data_dir), 0.020))
+    grey_train = normalize(to_gray(data['train_image'][:1024]))
+    seen = []
+    update = methods.Gray.update
+    monkeypatch.setattr(methods.Gray, 'update', lambda self, x, c, y: seen.append(x.clone()) or update(self, x, c, y))
+    assert _train(small_data_dir, tmp_path / 'runs', 'g', '--method', 'gray', '--max_step', '1').returncode == 0
+    assert sum(len(x) for x in seen) == len(data['train_label'])
+    for x in seen:
+        un = x * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)
+        assert torch.allclose(un[:, 0], un[:, 1], atol=1e-5) and torch.allclose(un[:, 1], un[:, 2], atol=1e-5)
+    assert (grey_train - seen[0][:1]).abs().amax(dim=(1, 2, 3)).min() < 1e-6  # one of the file's digits
+    fed = []
+    evaluate = test_py.evaluate
+    monkeypatch.setattr(test_py, 'evaluate', lambda net, split, *a, **k: fed.append(split.images) or
+                        evaluate(net, split, *a, **k))
+    assert run_py(['test.py', '-e', 'g', '--save_dir', tmp_path / 'runs', '--data_dir', small_data_dir]).returncode == 0
+    assert torch.equal(fed[0].contiguous(), normalize(to_gray(data['test_image'])))
