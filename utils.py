@@ -186,7 +186,11 @@ class RunLock:
 
     def acquire(self):
         import fcntl
-        os.makedirs(self.run_dir, exist_ok=True)
+        try:
+            os.makedirs(self.run_dir, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f'cannot create the run folder {self.run_dir} ({exc.strerror}); give a --save_dir '
+                            'you can write to') from None
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0), 0o644)
         except OSError as exc:

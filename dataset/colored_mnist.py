@@ -183,8 +183,12 @@ def generate(mnist, color_var, seed=DEFAULT_SEED, progress=None, palette=DEFAULT
 
 def save(data, path):
     """Write ``data`` in the authors' format, atomically (temporary name, then rename)."""
-    with atomic_open(path, 'wb') as fh:
-        np.save(fh, data, allow_pickle=True)
+    try:
+        with atomic_open(path, 'wb') as fh:
+            np.save(fh, data, allow_pickle=True)
+    except OSError as exc:
+        raise UserError(f'cannot write the data file {path} ({exc.strerror}); give a --data_dir you can write to '
+                        '(an existing file there is left as it was)') from None
 
 
 def validate(data, path):

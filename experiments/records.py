@@ -3,6 +3,7 @@ aggregating them over seeds. Which methods exist, in which order, and which are 
 method registry (``methods.py``)."""
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -111,6 +112,13 @@ def load_runs(root, tag='test'):
         fallback = test or (records[-1] if records else {})
         method = opts.get('method') or fallback.get('method')
         color_var = opts.get('color_var', fallback.get('color_var'))
+        if not isinstance(method, (str, type(None))) or isinstance(color_var, bool) or \
+                not isinstance(color_var, (int, float, type(None))):
+            print(f'warning: {folder}: options.json holds method {method!r} and color_var {color_var!r}, not a '
+                  'name and a number; not counted', file=sys.stderr)
+            method = color_var = None
+        if not isinstance(opts.get('random_seed'), (int, type(None))):
+            opts = dict(opts, random_seed=str(opts['random_seed']))
         runs.append({
             'name': os.path.relpath(folder, root).replace(os.sep, '/'),
             'path': folder,

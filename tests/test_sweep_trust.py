@@ -392,3 +392,37 @@ def test_test_py_records_which_grey_view_it_evaluated(small_data_dir, tmp_path):
     assert [(t['tag'], t['gray_view']) for t in tests] == [('test', 'luminance'), ('test_original', 'original')]
     assert records.load_runs(runs)[0]['test']['gray_view'] == 'luminance'
     assert records.load_runs(runs, tag='test_original')[0]['test']['gray_view'] == 'original'
+
+
+def test_folders_that_cannot_be_written_are_one_line(small_data_dir, tmp_path):
+    (tmp_path / 'FILE').write_text('x')
+    proc = run_py(['train.py', '-e', 'r', '--save_dir', tmp_path / 'FILE' / 'runs', '--data_dir', small_data_dir,
+                   '--no_generate', '--dry_run', '--max_step', 1])
+    assert_user_error(proc, 'cannot create the run folder')
+    from dataset import colored_mnist
+    from utils import UserError
+    with pytest.raises(UserError, match='cannot write the data file'):
+        colored_mnist.save({}, str(tmp_path / 'FILE' / 'data' / 'x.npy'))
+
+
+def test_options_json_fields_of_the_wrong_type_are_named_not_a_traceback(tmp_path, capsys):
+    for name, opts in (('a', {'method': 5, 'color_var': 0.02}), ('b', {'method': 'lnl', 'color_var': 'high'}),
+                       ('c', {'method': 'lnl', 'color_var': 0.02, 'random_seed': [1]})):
+        run = tmp_path / name
+        run.mkdir()
+        (run / 'options.json').write_text(json.dumps(opts))
+        (run / 'results.jsonl').write_text(json.dumps({'tag': 'test', 'test_acc': 0.5}) + '\n')
+    runs = {r['name']: r for r in records.load_runs(tmp_path)}
+    assert runs['a']['method'] is None and runs['b']['color_var'] is None and runs['c']['seed'] == '[1]'
+    assert capsys.readouterr().err.count('not counted') == 2
+
+
+def test_test_py_on_a_data_file_with_an_empty_test_split(small_data_dir, tmp_path):
+    from conftest import fake_mnist
+    from dataset import colored_mnist
+    _checkpoint(small_data_dir, tmp_path)
+    empty = tmp_path / 'empty'
+    colored_mnist.save(colored_mnist.generate(fake_mnist(n_test=0), SMALL_VAR, seed=3),
+                       colored_mnist.file_path(str(empty), SMALL_VAR))
+    proc = run_py(['test.py', '-e', 'r', '--save_dir', tmp_path / 'runs', '--data_dir', empty, '--no_generate'])
+    assert_user_error(proc, 'test split', 'is empty')
