@@ -43,7 +43,12 @@ def set_rng_state(state, batch_gen):
     random.setstate((py[0], tuple(py[1]), py[2]) if isinstance(py, list) else py)
     batch_gen.set_state(state['batch'])
     if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
+        saved, visible = list(state['cuda']), torch.cuda.device_count()
+        for index, rng in enumerate(saved[:visible]):
+            torch.cuda.set_rng_state(rng, index)
+        if len(saved) > visible:
+            print(f'note: the run saved the random state of {len(saved)} CUDA devices and {visible} are visible; '
+                  f'the first {visible} were restored', file=sys.stderr)
 
 
 def save_checkpoint(path, method, epoch, batch_gen, progress=None):
@@ -182,6 +187,10 @@ def load_net_weights(net, state_dict, path):
     state_dict = {k.replace('module.', '', 1) if k.startswith('module.') else k: v
                   for k, v in state_dict.items()}
     own = net.state_dict()
+    # PyTorch <= 0.4.0 (the authors' era) saved no num_batches_tracked counters: keep ours (0); they only
+    # matter for BatchNorm with momentum=None, which this model does not use
+    state_dict = dict(state_dict, **{k: own[k] for k in own if k.endswith('num_batches_tracked')
+                                     and k not in state_dict})
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
     if missing or unexpected:

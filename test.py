@@ -43,6 +43,9 @@ def build_parser():
                    help='parent folder of run folders (default: runs/ in this repository, whatever the working '
                         'folder)')
     p.add_argument('--no_generate', action='store_true', help='fail instead of generating a missing data file')
+    p.add_argument('--palette', choices=sorted(colored_mnist.PALETTES), default=None,
+                   help='mean colours of the data file to test on (default: the one the checkpoint was trained on, '
+                        f'else {colored_mnist.DEFAULT_PALETTE})')
     p.add_argument('--method', default=None, choices=methods.method_names(),
                    help='method of an authors\' checkpoint (ours record it); gray evaluates the grey view')
     p.add_argument('--device', default='auto', help='auto, cpu or cuda')
@@ -163,7 +166,7 @@ def run(args):
     color_var = args.color_var or opts.get('color_var')
     if color_var is None:
         raise UserError(f'{path} does not record its colour variance: give --color_var')
-    palette = opts.get('palette', colored_mnist.DEFAULT_PALETTE)
+    palette = args.palette or opts.get('palette') or colored_mnist.DEFAULT_PALETTE
     data_path = colored_mnist.ensure(args.data_dir, color_var, generate_missing=not args.no_generate,
                                      palette=palette)
 

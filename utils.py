@@ -422,7 +422,8 @@ def native_bf16(device):
     AVX512-BF16 (elsewhere bf16 autocast is emulated and slower than fp32)."""
     import torch
     if device.type == 'cuda':
-        return torch.cuda.is_bf16_supported()
+        # compute capability 8.0 (Ampere) and newer; is_bf16_supported() also counts emulation (V100, T4)
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type == 'cpu':
         return any(f in cpu_features() for f in NATIVE_BF16_CPU_FLAGS)
     return False

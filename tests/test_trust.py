@@ -405,3 +405,37 @@ def test_checkpoints_of_earlier_versions_still_load(tmp_path):
     ckpt = checkpoint.read_checkpoint(str(path))
     checkpoint.set_rng_state(ckpt['rng'], gen)
     assert isinstance(ckpt['rng']['numpy'][1], np.ndarray)
+
+
+def test_authors_era_state_dict_without_num_batches_tracked_loads(tmp_path):
+    """PyTorch <= 0.4.0 saved BatchNorm without num_batches_tracked; such a file is accepted (it was refused as
+    'another architecture'), and the weights are the file's."""
+    from models import ConvNet
+    net = ConvNet()
+    sd = {k: v for k, v in net.state_dict().items() if not k.endswith('num_batches_tracked')}
+    sd['fc.bias'] = torch.full_like(sd['fc.bias'], 0.25)
+    other = ConvNet()
+    checkpoint.load_net_weights(other, sd, 'old.pth')
+    assert torch.equal(other.fc.bias, sd['fc.bias'])
+
+
+def test_bf16_is_native_only_on_compute_capability_8(monkeypatch):
+    from utils import native_bf16
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: True)  # counts emulation
+    for cap, native in (((7, 0), False), ((7, 5), False), ((8, 0), True), ((9, 0), True)):
+        monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda device=None, cap=cap: cap)
+        assert native_bf16(torch.device('cuda')) is native
+
+
+def test_cuda_random_state_of_more_devices_than_visible_restores_what_fits(monkeypatch, capsys):
+    seen = {}
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    monkeypatch.setattr(torch.cuda, 'set_rng_state', lambda state, index: seen.setdefault(index, state))
+    gen = torch.Generator()
+    monkeypatch.setattr(torch.cuda, 'get_rng_state_all', lambda: [torch.zeros(4, dtype=torch.uint8),
+                                                                  torch.ones(4, dtype=torch.uint8)])
+    state = checkpoint.rng_state(gen)
+    checkpoint.set_rng_state(state, gen)
+    assert list(seen) == [0] and torch.equal(seen[0], torch.zeros(4, dtype=torch.uint8))
+    assert 'random state of 2 CUDA devices and 1 are visible' in capsys.readouterr().err
