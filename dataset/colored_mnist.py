@@ -265,6 +265,11 @@ def infer_palette(data, color_var):
     return best, scores[best]
 
 
+# How far (RMS over classes and channels, byte units) a keyless file's class means may lie from the nearest
+# palette's prediction: the authors' released file lies about 2 away, the two palettes 6 apart.
+PALETTE_TOLERANCE = 15.0
+
+
 def mean_colors_of(data, path, palette=DEFAULT_PALETTE, log=None, color_var=None):
     """The class mean colours of a loaded file, checked against the palette a run asks for.
 
@@ -279,7 +284,12 @@ def mean_colors_of(data, path, palette=DEFAULT_PALETTE, log=None, color_var=None
         how = 'records'
     elif color_var is not None:
         found, rms = infer_palette(data, color_var)
-        colors = PALETTES[found] if found else None
+        if found is None or not rms <= PALETTE_TOLERANCE:
+            raise UserError(f'{path} does not record its mean colours, and its training colours are {rms:.0f} byte '
+                            f'units (RMS) from the nearest palette (an authors\' file: about 2; the two palettes are '
+                            f'6 apart): it is not a Colored-MNIST file of sigma^2 = {color_var}; delete it and '
+                            'regenerate it, or use another --data_dir')
+        colors = PALETTES[found]
         how = 'does not record its mean colours; its training colours match'
         if log is not None and found == palette:
             log(f'{path} does not record its mean colours (an authors\' file, or one generated before files '

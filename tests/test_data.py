@@ -421,3 +421,16 @@ def test_gray_test_views(small_data_dir):
     assert not torch.equal(lum['test'].images, orig['test'].images)
     assert torch.equal(orig['train'].images, normalize(to_gray(data['train_image'])))
     assert torch.equal(orig['test'].colors, lum['test'].colors) and np.array_equal(orig['test'].raw, data['test_image'])
+
+
+def test_a_keyless_file_far_from_every_palette_is_refused(tmp_path):
+    """A file without mean_colors whose colours match no palette (here: every class the colour of another)
+    was read as 'released' at 127 units RMS; it is refused, naming the distance."""
+    from utils import UserError
+    data = colored_mnist.generate(fake_mnist(400, 32), 0.02, seed=1)
+    del data['mean_colors']
+    data['train_label'] = ((data['train_label'].astype(int) + 5) % 10).astype(np.uint8)  # colours of other classes
+    path = colored_mnist.file_path(str(tmp_path), 0.02)
+    colored_mnist.save(data, path)
+    with pytest.raises(UserError, match='units .RMS. from the nearest palette'):
+        load_splits(path, color_var=0.02)
