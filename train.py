@@ -163,7 +163,8 @@ def train(opt, run_dir, argv, logger):
     notes = []
     splits = load_splits(path, gray=method_cls.gray, val_size=opt.val_size, seed=opt.random_seed,
                          color_var=opt.color_var, palette=opt.palette, log=notes.append, num_bins=opt.num_bins,
-                         first=DRY_RUN_DATA if opt.dry_run else None)
+                         first=DRY_RUN_DATA if opt.dry_run else None, data_seed=opt.data_seed,
+                         check_data_seed=True, seed_found=lambda s: setattr(opt, 'data_file_seed', s))
     check_against_data(opt, splits)
     splits = {k: v.to(device, channels_last=opt.channels_last) for k, v in splits.items()}
 

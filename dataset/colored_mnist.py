@@ -32,7 +32,8 @@ stream and a file does not depend on which other variances were generated with i
 The file is the authors' format: a dict pickled by ``np.save`` (``mnist_10color_jitter_var_%.03f.npy``;
 a non-default palette adds ``_<palette>`` before ``.npy``) with keys ``train_image`` (60000,28,28,3) uint8,
 ``train_label`` (60000,) uint8, ``test_image`` (10000,28,28,3) uint8, ``test_label`` (10000,) uint8,
-``test_gray`` (10000,28,28) uint8, and ``mean_colors`` (10,3) uint8.
+``test_gray`` (10000,28,28) uint8, ``mean_colors`` (10,3) uint8 and ``seed`` (the generator's seed, an int64
+scalar array); the last two are extra keys that the authors' files lack.
 
 Usage::
 
@@ -175,6 +176,7 @@ def generate(mnist, color_var, seed=DEFAULT_SEED, progress=None, palette=DEFAULT
         'test_label': test_labels.astype(np.uint8),
         'test_gray': mnist['test_images'].astype(np.uint8).copy(),
         'mean_colors': mean_colors.copy(),
+        'seed': np.array(int(seed), dtype=np.int64),
     }
     if progress:
         progress()
@@ -227,7 +229,24 @@ def validate(data, path):
             desc = f'{mc.dtype}{mc.shape}' if isinstance(mc, np.ndarray) else type(mc).__name__
             raise UserError(f'{path}: mean_colors is {desc}, expected a (10, 3) uint8 array; '
                             'delete the file and regenerate it')
+    if 'seed' in data:
+        seed = data['seed']
+        if not (isinstance(seed, np.ndarray) and seed.shape == () and np.issubdtype(seed.dtype, np.integer)):
+            raise UserError(f'{path}: seed is not an integer; delete the file and regenerate it')
     return data
+
+
+def check_seed(data, path, seed):
+    """The generator seed a file records (None for a file that does not record it: the authors' own, or one
+    generated before files recorded it). ``UserError`` when ``seed`` (a run's ``--data_seed``) is given and
+    the file was not generated with it; ``None`` accepts the file that is there."""
+    recorded = int(data['seed']) if 'seed' in data else None
+    if seed is not None and recorded != int(seed):
+        found = f'was generated with seed {recorded}' if recorded is not None else \
+            'does not record the seed it was generated with'
+        raise UserError(f'{path} {found}, but the run asks for --data_seed {seed}: give another --data_dir (the file '
+                        'is generated there with that seed), or delete this file')
+    return recorded
 
 
 def palette_of(colors):

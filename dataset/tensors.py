@@ -106,19 +106,24 @@ def make_split(images_uint8, labels, gray=False, num_bins=NUM_BINS, mean_colors=
 
 def load_splits(path, gray=False, val_size=0, seed=0, num_bins=NUM_BINS, color_var=None,
                 which=('train', 'test'), palette=colored_mnist.DEFAULT_PALETTE, log=None, first=None,
-                gray_view='luminance'):
+                gray_view='luminance', data_seed=None, check_data_seed=False, seed_found=None):
     """Read one Colored-MNIST file and return ``{'train', 'test'[, 'val']}`` as :class:`Split`.
 
     ``which`` names the splits to build (the others are not computed). ``val_size`` > 0 holds out that many
     random training images (seeded) for model selection; the test set is never used for it. The class mean
     colours come from the file (``palette`` for a file that does not record them, said through ``log``).
     ``first`` = ``(n_train, n_test)`` keeps only the first images of each split (a smoke run).
-    ``gray_view`` (with ``gray``): the test images' grey view, ``luminance`` of the coloured digits or the
+    ``check_data_seed``: refuse a file generated with another seed than ``data_seed`` (see
+    :func:`colored_mnist.check_seed`); the seed the file records goes to ``seed_found``. ``gray_view`` (with ``gray``): the test images' grey view, ``luminance`` of the coloured digits or the
     file's ``original`` grey digits (``test_gray``); training always uses the luminance view.
     """
     if gray_view not in GRAY_VIEWS:
         raise ValueError(f'gray_view must be one of {GRAY_VIEWS}, got {gray_view!r}')
     data = colored_mnist.load(path, color_var=color_var)
+    if check_data_seed:  # the file must be the one the run's --data_seed generates
+        found = colored_mnist.check_seed(data, path, data_seed)
+        if seed_found is not None:
+            seed_found(found)
     mean_colors = colored_mnist.mean_colors_of(data, path, palette, log=log, color_var=color_var)
     if first is not None:
         n_train, n_test = first

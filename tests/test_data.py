@@ -161,7 +161,8 @@ def test_authors_loading_idiom_round_trip(small_data_dir):
     path = colored_mnist.file_path(str(small_data_dir), SMALL_VAR)
     assert os.path.basename(path) == 'mnist_10color_jitter_var_0.020.npy'
     d = np.load(path, encoding='latin1', allow_pickle=True).item()
-    assert sorted(d) == sorted(['train_image', 'train_label', 'test_image', 'test_label', 'test_gray', 'mean_colors'])
+    assert sorted(d) == sorted(['train_image', 'train_label', 'test_image', 'test_label', 'test_gray', 'mean_colors',
+                               'seed'])
     assert d['train_image'].dtype == np.uint8 and d['train_image'].shape[1:] == (28, 28, 3)
     assert d['test_image'].dtype == np.uint8 and d['test_image'].shape[1:] == (28, 28, 3)
     assert d['test_gray'].dtype == np.uint8 and d['test_gray'].shape[1:] == (28, 28)
@@ -434,3 +435,28 @@ def test_a_keyless_file_far_from_every_palette_is_refused(tmp_path):
     colored_mnist.save(data, path)
     with pytest.raises(UserError, match='units .RMS. from the nearest palette'):
         load_splits(path, color_var=0.02)
+
+
+def test_a_run_refuses_a_data_file_of_another_seed(small_data_dir, tmp_path):
+    """--data_seed was ignored whenever the file existed: two runs recorded different seeds and trained on the
+    same bytes. The file records its seed, a run that asks for another is refused (naming both), and a run
+    records the seed of the file it trained on."""
+    import json
+    from utils import UserError
+    path = colored_mnist.file_path(str(small_data_dir), SMALL_VAR)  # generated with seed 3
+    assert int(colored_mnist.load(path)['seed']) == 3
+    load_splits(path, data_seed=3, check_data_seed=True)
+    with pytest.raises(UserError, match='generated with seed 3, but the run asks for --data_seed 6'):
+        load_splits(path, data_seed=6, check_data_seed=True)
+    proc = run_py(['train.py', '-e', 'r', '--save_dir', tmp_path / 'runs', '--data_dir', small_data_dir, '--no_generate',
+                   '--dry_run', '--max_step', 1, '--data_seed', 4])
+    assert proc.returncode == 2 and '--data_seed 4' in proc.stderr
+    assert run_py(['train.py', '-e', 'r', '--save_dir', tmp_path / 'runs', '--data_dir', small_data_dir, '--no_generate',
+                   '--dry_run', '--max_step', 1]).returncode == 0
+    assert json.loads((tmp_path / 'runs' / 'r' / 'options.json').read_text())['data_file_seed'] == 3
+    data = colored_mnist.load(path)
+    del data['seed']  # an authors' file: accepted without --data_seed, refused with one
+    colored_mnist.save(data, path)
+    assert load_splits(path, check_data_seed=True)
+    with pytest.raises(UserError, match='does not record the seed'):
+        load_splits(path, data_seed=3, check_data_seed=True)
