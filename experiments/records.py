@@ -228,10 +228,16 @@ def run_order(run):
 
 
 def first_within(points, tol=0.01):
-    """The first monitored epoch whose accuracy is within ``tol`` of the run's last one: how many epochs
-    the run needed to come near where it ended."""
+    """The first monitored epoch from which the accuracy stays within ``tol`` of the run's last one (above or
+    below) to the end: how many epochs the run needed to settle where it ended. A curve that peaks and falls
+    back (BlindEye) settles only once it has come down."""
     final = points[-1][1]
-    return next(e for e, acc in points if acc >= final - tol)
+    settled = points[-1][0]
+    for e, acc in reversed(points):
+        if abs(acc - final) > tol:
+            break
+        settled = e
+    return settled
 
 
 def last_epoch_gains(runs, tol=0.01):

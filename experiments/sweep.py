@@ -41,7 +41,7 @@ def make_spec(args, m, cv, seed, out):
     name = run_name(m, cv, seed)
     train = ['-e', name, '--method', m, '--color_var', f'{cv:.3f}', '--random_seed', str(seed),
              '--lr', str(learning_rate(cls, args)), '--save_dir', out, '--data_dir', args.data_dir,
-             '--no_progress', '--palette', args.palette] + list(args.train_args)
+             '--palette', args.palette] + ([] if args.show_output else ['--no_progress']) + list(args.train_args)
     if cls.start_from and args.unlearn_max_step is not None:
         train += ['--max_step', str(args.unlearn_max_step)]  # the last --max_step counts
     test = ['-e', name, '--save_dir', out, '--data_dir', args.data_dir]
@@ -195,7 +195,28 @@ def start_checkpoint(spec):
     return path, sha256_file(path)
 
 
-def execute(spec, env=None, in_process=False, fresh=False, overwrite=False):
+def run_child(cmd, log, env=None, show=False):
+    """Run one step in a child process (output to ``log``, and to this terminal with ``show``); its exit
+    status. A signal to the sweep is passed on to it (see :func:`forward_signal`)."""
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE if show else log, stderr=subprocess.STDOUT,
+                             cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL)
+    CHILDREN.add(child)
+    try:
+        if STOP['signal'] is not None:  # the signal came between the caller's check and the start
+            child.send_signal(STOP['signal'])
+        if show:
+            for chunk in iter(lambda: child.stdout.read1(1 << 14), b''):
+                text = chunk.decode('utf-8', errors='replace')
+                log.write(text)
+                log.flush()
+                sys.stderr.write(text)
+                sys.stderr.flush()
+        return child.wait()
+    finally:
+        CHILDREN.discard(child)
+
+
+def execute(spec, env=None, in_process=False, fresh=False, overwrite=False, show=False):
     """Train (or resume) and evaluate one run; returns its status. Runs in a subprocess so that one
     run's failure or memory does not affect the others (``in_process``: in this one, for the seconds-long
     smoke run); output goes to ``<run_dir>/sweep.log``. ``fresh`` trains again over a finished run.
@@ -244,18 +265,7 @@ def execute(spec, env=None, in_process=False, fresh=False, overwrite=False):
             cmd = [sys.executable, os.path.join(REPO_ROOT, script)] + rest
             fh.write(f'$ {shlex.join(cmd)}\n')
             fh.flush()
-            if in_process:
-                rc = run_in_process(script, rest, fh)
-            else:
-                child = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env,
-                                         stdin=subprocess.DEVNULL)
-                CHILDREN.add(child)
-                try:
-                    if STOP['signal'] is not None:  # the signal came between the check above and the start
-                        child.send_signal(STOP['signal'])
-                    rc = child.wait()
-                finally:
-                    CHILDREN.discard(child)
+            rc = run_in_process(script, rest, fh) if in_process else run_child(cmd, fh, env, show)
             if STOP['signal'] is not None:
                 return f'interrupted ({script} exit {rc}; relaunch the sweep to resume)'
             if rc != 0:
@@ -271,7 +281,8 @@ def launch_local(phases, bar, args, in_process=False):
     for phase in phases:
         for spec in phase:
             bar.set_postfix_str(spec['name'])
-            results[spec['name']] = execute(spec, in_process=in_process, fresh=args.smoke, overwrite=args.overwrite)
+            results[spec['name']] = execute(spec, in_process=in_process, fresh=args.smoke, overwrite=args.overwrite,
+                                             show=args.show_output)
             bar.update()
     return results
 
@@ -400,11 +411,33 @@ def build_parser():
     p.add_argument('--gpus_per_job', type=positive_int, default=1, help='slurm: GPUs per job')
     p.add_argument('--cpus_per_job', type=positive_int, default=4, help='slurm: CPU cores per job')
     p.add_argument('--list', action='store_true', help='print the runs and their state, run nothing')
+    p.add_argument('--show_output', action='store_true',
+                   help='local launcher: show what each run prints (progress bars included) here as well as in its '
+                        'sweep.log (what train.sh uses)')
     p.add_argument('--smoke', action='store_true',
                    help='the install check: sigma^2 = 0.020, every method, seed 1, train.py --dry_run '
                         '--max_step 2 in this process, test.py, then the table and figures of collect_results '
                         '(default --out: runs/smoke in this repository; replaced on every call)')
     return p
+
+
+# train.py options the sweep sets for every run itself, and where to ask for them instead.
+RESERVED = {
+    '-e': 'the run folder is named <method>_var<sigma^2>_seed<seed> under --out',
+    '--exp_name': 'the run folder is named <method>_var<sigma^2>_seed<seed> under --out',
+    '--method': 'give --methods before -- (train.sh: baseline then LNL)',
+    '--train_baseline': 'give --methods before -- (train.sh: baseline then LNL)',
+    '--color_var': 'give --color_vars before -- (train.sh: COLOR_VAR=0.035 bash train.sh)',
+    '--random_seed': 'give --seeds before -- (train.sh: SEED=2 bash train.sh)',
+    '--save_dir': 'give --out before -- (train.sh: SAVE_DIR=...)',
+    '--data_dir': 'give --data_dir before -- (train.sh: DATA_DIR=...)',
+    '--palette': 'give --palette before --',
+    '--lr': 'give --baseline_lr or --unlearn_lr before --',
+    '--use_pretrain': 'LNL and BlindEye start from their baseline run (--base_dir to take it from another sweep)',
+    '--checkpoint': 'LNL and BlindEye start from their baseline run (--base_dir to take it from another sweep)',
+    '--resume': 'a relaunch resumes unfinished runs by itself',
+    '--overwrite': 'give --overwrite before -- (it trains again the runs whose options differ)',
+}
 
 
 def parse(argv=None):
@@ -431,6 +464,12 @@ def parse(argv=None):
             raise UserError(f'--base_dir {args.base_dir} is not a folder; give the --out of the sweep that '
                             'trained the runs to start from')
         args.base_dir = os.path.abspath(args.base_dir)
+    reserved = sorted({a.split('=', 1)[0] for a in train_args} & set(RESERVED))
+    if reserved:
+        raise UserError(f'{reserved[0]} after -- would override what the sweep sets for each run: '
+                        f'{RESERVED[reserved[0]]}')
+    if args.show_output and args.launcher not in ('local',):
+        raise UserError('--show_output goes with --launcher local')
     args.train_args = train_args
     args.out = os.path.abspath(args.out)
     args.data_dir = os.path.abspath(args.data_dir)
@@ -458,7 +497,7 @@ def main(argv=None):
         handler = forward_signal if args.launcher in SIGNAL_FORWARDING else stop_in_process
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with tqdm(total=len(specs), desc='sweep', unit='run', dynamic_ncols=True) as bar:
+        with tqdm(total=len(specs), desc='sweep', unit='run', dynamic_ncols=True, disable=args.show_output) as bar:
             try:
                 results = LAUNCHERS[args.launcher][0](phases, bar, args)
             except KeyboardInterrupt:  # the in-process launcher, stopped between two steps

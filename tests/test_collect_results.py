@@ -178,9 +178,12 @@ def test_methods_option_keeps_only_those_rows(runs_dir, tmp_path):
 
 
 def test_first_epoch_within_a_point_of_the_end(runs_dir, tmp_path):
-    pts = [(1, 0.20), (2, 0.50), (3, 0.7905), (4, 0.75), (5, 0.80)]
+    pts = [(1, 0.20), (2, 0.50), (3, 0.7905), (4, 0.79), (5, 0.80)]
     assert records.first_within(pts) == 3 and records.first_within(pts, tol=0.001) == 5
-    assert records.first_within([(1, 0.9), (2, 0.5)]) == 1  # a curve that ends below its start
+    assert records.first_within([(1, 0.20), (2, 0.7905), (3, 0.75), (4, 0.80)]) == 4  # it dipped after epoch 2
+    # BlindEye: up to 0.80 by epoch 3, then down to 0.665; it settles at epoch 5, not at epoch 1
+    assert records.first_within([(1, 0.66), (2, 0.75), (3, 0.80), (4, 0.70), (5, 0.67), (6, 0.665)]) == 5
+    assert records.first_within([(1, 0.9), (2, 0.5)]) == 2  # a curve that ends below its start
     readme = tmp_path / 'README.md'
     readme.write_text('<!-- results:begin -->\n<!-- results:end -->\n', encoding='utf-8')
     assert run_script(runs_dir, '--readme', readme, '--out_prefix', tmp_path / 'fig4', '--no_plot').returncode == 0

@@ -100,29 +100,6 @@ def test_missing_data_with_no_generate(tmp_path):
                       'python -m dataset.colored_mnist --color_var 0.035')
 
 
-def test_train_sh_and_test_sh(small_data_dir, tmp_path):
-    import subprocess
-    import sys
-    from conftest import ROOT
-    from experiments.sweep import run_name
-    env = dict(os.environ, DATA_DIR=str(small_data_dir), SAVE_DIR=str(tmp_path / 'runs'), PYTHON=sys.executable,
-               OMP_NUM_THREADS='1', COLOR_VAR='0.02')
-    proc = subprocess.run(['bash', 'train.sh', '--max_step', '1', '--dry_run', '--no_generate', '--no_progress'],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, proc.stderr
-    # the run folders are named as the sweep names them
-    assert sorted(os.listdir(tmp_path / 'runs')) == [run_name('baseline', 0.02, 1), run_name('lnl', 0.02, 1)] == \
-        ['baseline_var0.020_seed1', 'lnl_var0.020_seed1']
-    for run in os.listdir(tmp_path / 'runs'):
-        recs = _records(tmp_path / 'runs' / run)
-        assert 'test_acc' in recs[-1], run
-    assert 'initialised from' in (tmp_path / 'runs' / 'lnl_var0.020_seed1' / 'train.log').read_text()
-    proc = subprocess.run(['bash', 'test.sh', str(tmp_path / 'runs' / 'lnl_var0.020_seed1' / 'checkpoint_last.pth')],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, proc.stderr
-    assert 'test_acc' in proc.stdout and 'conflicting_acc' in proc.stdout
-
-
 def test_evaluate_on_a_stub_network_with_known_predictions():
     """Overall, aligned, conflicting and per-class accuracy and the confusion matrix, by hand, over batches
     of 3. Fails when aligned and conflicting are swapped, on an off-by-one in the per-class accuracy, or when
@@ -203,3 +180,44 @@ def test_gray_trains_and_is_tested_on_the_grey_view(small_data_dir, tmp_path, mo
                         evaluate(net, split, *a, **k))
     assert run_py(['test.py', '-e', 'g', '--save_dir', tmp_path / 'runs', '--data_dir', small_data_dir]).returncode == 0
     assert torch.equal(fed[0].contiguous(), normalize(to_gray(data['test_image'])))
+
+
+def test_train_sh_continues_after_an_interruption_and_test_sh_evaluates(small_data_dir, tmp_path):
+    """Interrupted during the baseline, `bash train.sh` (the same command) finishes the baseline, then trains
+    LNL from it (before: the LNL step failed, 'no intact checkpoint', and --overwrite retrained the baseline);
+    the run folders are named as the sweep names them; a train.py option that the recipe sets itself is
+    refused with where to set it; test.sh evaluates a checkpoint."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from conftest import ROOT
+    from utils import RunLock
+    env = dict(os.environ, DATA_DIR=str(small_data_dir), SAVE_DIR=str(tmp_path / 'runs'), PYTHON=sys.executable,
+               OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    cmd = ['bash', 'train.sh', '--max_step', '8', '--dry_run', '--no_generate']
+    base = tmp_path / 'runs' / 'baseline_var0.020_seed1'
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    end = time.time() + 120
+    while not ((base / 'checkpoint_last.pth').exists() and RunLock.holder(str(base))) and time.time() < end:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert 'relaunch the same command' in err and not (base / 'done').exists()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert 'resumed from' in (base / 'train.log').read_text()
+    for run in ('baseline_var0.020_seed1', 'lnl_var0.020_seed1'):
+        assert 'test_acc' in _records(tmp_path / 'runs' / run)[-1], run
+    assert 'initialised from' in (tmp_path / 'runs' / 'lnl_var0.020_seed1' / 'train.log').read_text()
+    proc = subprocess.run(cmd + ['--color_var', '0.035'], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and 'COLOR_VAR=0.035 bash train.sh' in proc.stderr, proc.stderr
+    assert sorted(os.listdir(tmp_path / 'runs')) == ['baseline_var0.020_seed1', 'lnl_var0.020_seed1']
+    proc = subprocess.run(['bash', 'test.sh', str(tmp_path / 'runs' / 'lnl_var0.020_seed1' / 'checkpoint_last.pth')],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert 'test_acc' in proc.stdout and 'conflicting_acc' in proc.stdout
