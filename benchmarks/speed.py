@@ -487,6 +487,9 @@ def build_parser():
                    help='also write the command and table between the <!-- speed:begin/end --> markers')
     p.add_argument('--section', default='speed',
                    help='with --readme: the README section to write (its <!-- NAME:begin/end --> markers)')
+    p.add_argument('--train_time_readme', default=None, metavar='FILE',
+                   help='with --readme: the file whose <!-- train_time:begin/end --> section gets what bash train.sh '
+                        'costs at the measured epoch times (default: the --readme file)')
     p.add_argument('--check', action='store_true', help='exit with status 1 when a target is missed')
     return p
 
@@ -531,8 +534,8 @@ def train_time_text(res):
         per_epoch = res[f'baseline_epoch_s_{prec}'] + res[f'lnl_epoch_s_{prec}']
         parts.append(f'{prec}: `bash train.sh` about {duration(100 * per_epoch)}, `--max_step 10` about '
                      f'{duration(10 * per_epoch)}')
-    return (f'At the epoch times of the Speed section ({res["device"]}, {res["threads"]} threads; training steps '
-            'only, the per-epoch test monitor and the evaluation add a few minutes): ' + '; '.join(parts) +
+    return (f'At the epoch times of the speed benchmark in docs/speed.md ({res["device"]}, {res["threads"]} threads; '
+            'training steps only, the per-epoch test monitor and the evaluation add a few minutes): ' + '; '.join(parts) +
             f'. train.py\'s default precision here: {res["default_precision"]}.')
 
 
@@ -556,11 +559,19 @@ def main(argv=None):
     if args.json:
         atomic_write_text(args.json, line + '\n')
     if args.readme:
-        cmd = 'python benchmarks/speed.py ' + ' '.join(a for a in (argv if argv is not None else sys.argv[1:])
-                                                        if not a.startswith('--readme') and a != args.readme)
+        given = list(argv if argv is not None else sys.argv[1:])
+        shown, skip = [], False
+        for a in given:  # the command without where its output was written
+            if skip:
+                skip = False
+            elif a in ('--readme', '--train_time_readme'):
+                skip = True
+            elif not a.startswith(('--readme=', '--train_time_readme=')):
+                shown.append(a)
+        cmd = 'python benchmarks/speed.py ' + ' '.join(shown)
         replace_readme_section(args.readme, args.section, f'```\n$ {cmd.strip()}\n{report(res, data_desc)}\n```')
         with contextlib.suppress(UserError):  # a README without the section keeps only the table
-            replace_readme_section(args.readme, TRAIN_TIME_SECTION, train_time_text(res))
+            replace_readme_section(args.train_time_readme or args.readme, TRAIN_TIME_SECTION, train_time_text(res))
     print(line, flush=True)
     if args.check and not all(t['pass'] for t in res['targets'].values() if t['pass'] is not None):
         sys.exit(1)

@@ -24,6 +24,7 @@ ten mean colours and the row-normalised confusion matrices of Baseline and LNL a
 seed), like the paper's confusion figure. ``--no_plot`` skips the first two plots; an explicitly
 requested confusion figure is still drawn.
 """
+import json
 import os
 import sys
 
@@ -48,12 +49,25 @@ def build_parser():
     p.add_argument('--readme', default=None, metavar='README',
                    help='also write the Markdown tables between the <!-- NAME:begin/end --> markers of this file')
     p.add_argument('--command', default=None,
-                   help='with --readme: the command that produced the runs, shown above the tables')
+                   help='with --readme: the command that produced the runs, shown above the tables (kept in '
+                        'DIR/provenance.json with --budget; later calls without either read it from there)')
     p.add_argument('--section', default='results',
                    help='with --readme: the name of the README section (its <!-- NAME:begin/end --> markers)')
     p.add_argument('--budget', default=None,
                    help='with --readme: a label for the training budget of the runs (e.g. "CPU, 5 epochs")')
     return p
+
+
+def provenance(args):
+    """The budget label and the producing command of DIR's runs: those given (then kept in
+    ``DIR/provenance.json``, beside the records), else the ones kept there, so that the collect_results
+    command a section prints regenerates the section as it is."""
+    path = os.path.join(args.dir, 'provenance.json')
+    if args.budget is not None or args.command is not None:
+        atomic_write_text(path, json.dumps({'budget': args.budget, 'command': args.command}, indent=2) + '\n')
+        return args.budget, args.command
+    kept = records.read_options(path)
+    return kept.get('budget'), kept.get('command')
 
 
 def main(argv=None):
@@ -106,8 +120,9 @@ def main(argv=None):
         pngs.append(figures.plot_confusion(records.confusion_runs(runs, cv), cv, prefix + '_confusion.png', banner))
     written += pngs
     if args.readme:
+        budget, command = provenance(args)
         argv_shown = report.shown_argv(argv if argv is not None else sys.argv[1:])
-        body = report.readme_body(agg, runs, pngs, args.readme, args.budget, args.command, argv_shown)
+        body = report.readme_body(agg, runs, pngs, args.readme, budget, command, argv_shown)
         written.append(replace_readme_section(args.readme, args.section, body))
     for path in written:
         print(f'wrote {path}')

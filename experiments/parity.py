@@ -58,6 +58,9 @@ def build_parser():
 
 
 def main(argv=None):
+    import shlex
+    import sys
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     rows = verdicts(pairs(records.load_runs(args.dir)))
     if not any(r['seeds'] for r in rows):
@@ -68,8 +71,9 @@ def main(argv=None):
     if args.readme:
         text = ''
         if args.command:
-            text += 'Produced by:\n\n```\n' + args.command.strip() + f'\npython -m experiments.parity {args.dir} ' \
-                    f'--readme {args.readme}\n```\n\n'
+            # the last line regenerates this section as it is (the command it shows included)
+            text += 'Produced by:\n\n```\n' + args.command.strip() + \
+                f'\npython -m experiments.parity {shlex.join(str(a) for a in argv)}\n```\n\n'
         text += markdown_table(HEADER, body, align='lllrrrr') + '\n'
         replace_readme_section(args.readme, args.section, text)
         print(f'wrote {args.readme} ({args.section})')

@@ -85,8 +85,19 @@ def timing(runs):
     return format_table(['method', 'epochs', 's/epoch'], rows, title='Training time per epoch') + '\n' if rows else ''
 
 
+def heading(agg):
+    """What the tables are: Fig. 4 of the paper only when they cover its seven variances; else which sigma^2
+    they hold and with how many seeds at most."""
+    cvs = agg['color_vars']
+    seeds = max((c['n'] for c in agg['cells'].values()), default=0)
+    n = f'{seeds} seed{"s" if seeds != 1 else ""}' + (' at most' if len({c['n'] for c in agg['cells'].values()}) > 1 else '')
+    if len(cvs) >= 7:
+        return f'Colored-MNIST, Fig. 4 of Kim et al. (CVPR 2019): {len(cvs)} variances, {n}'
+    return f'Colored-MNIST, σ² = {", ".join(cvs)} ({len(cvs)} of the 7 variances of Fig. 4 in Kim et al., CVPR 2019), {n}'
+
+
 def to_markdown(agg):
-    out = ['# Colored-MNIST: reproduction of Fig. 4 (Kim et al., CVPR 2019)', '']
+    out = [f'# {heading(agg)}', '']
     for title, header, rows in tables(agg):
         out += [f'## {title}', '', markdown_table(header, rows), '']
     for line in notes(agg):

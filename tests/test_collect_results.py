@@ -178,7 +178,7 @@ def test_methods_option_keeps_only_those_rows(runs_dir, tmp_path):
 
 
 def test_first_epoch_within_a_point_of_the_end(runs_dir, tmp_path):
-    pts = [(1, 0.20), (2, 0.50), (3, 0.7905), (4, 0.79), (5, 0.80)]
+    pts = [(1, 0.20), (2, 0.50), (3, 0.7905), (4, 0.795), (5, 0.80)]
     assert records.first_within(pts) == 3 and records.first_within(pts, tol=0.001) == 5
     assert records.first_within([(1, 0.20), (2, 0.7905), (3, 0.75), (4, 0.80)]) == 4  # it dipped after epoch 2
     # BlindEye: up to 0.80 by epoch 3, then down to 0.665; it settles at epoch 5, not at epoch 1
