@@ -460,3 +460,41 @@ def test_a_run_refuses_a_data_file_of_another_seed(small_data_dir, tmp_path):
     assert load_splits(path, check_data_seed=True)
     with pytest.raises(UserError, match='does not record the seed'):
         load_splits(path, data_seed=3, check_data_seed=True)
+
+
+def test_sampling_joint_law_per_class():
+    """Within a class, the three channels are independent draws (correlation near 0), the colours do not
+    depend on the image's position (strata shuffled), and each channel's bytes follow the floored truncated
+    normal (Kolmogorov-Smirnov distance below 0.015). Fails when one draw is shared by R, G and B
+    (correlation 1) or when the strata are left in order (correlation with the index near 1)."""
+    rng = np.random.default_rng(0)
+    n = 6000
+    mean = np.array([[200, 128, 60]] + [[0, 0, 0]] * 9, dtype=np.uint8)
+    cols = colored_mnist.sample_colors(np.zeros(n, dtype=int), 0.02, rng, mean).astype(np.float64)
+    corr = np.corrcoef(np.column_stack([cols, np.arange(n)]).T)
+    assert np.abs(corr[:3, :3][~np.eye(3, dtype=bool)]).max() < 0.05
+    assert np.abs(corr[3, :3]).max() < 0.05
+    std = math.sqrt(0.02) * 255
+    edges = np.arange(1, 256, dtype=np.float64)  # byte k <=> 255 v in [k, k + 1), k = 1..254
+    for ch in range(3):
+        mu = float(mean[0, ch])
+        cdf = torch.special.ndtr(torch.as_tensor((edges - mu) / std)).numpy()
+        true = (cdf[1:] - cdf[0]) / (cdf[-1] - cdf[0])  # P(byte <= k), k = 1..254
+        emp = np.searchsorted(np.sort(cols[:, ch]), np.arange(1, 255), side='right') / n
+        assert np.abs(emp - true).max() < 0.015, (ch, np.abs(emp - true).max())
+
+
+def test_color_target_matches_pil_on_unaligned_strokes():
+    """Random pixels everywhere (no 2-pixel alignment): sampling any other pixel of a 2x2 block than PIL's
+    (source index 2i + 1) fails."""
+    from PIL import Image
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 256, size=(16, 28, 28, 3)).astype(np.uint8)
+    img[rng.random((16, 28, 28)) < 0.4] = 0  # background pixels
+    ref = []
+    for im in img:
+        s = np.asarray(Image.fromarray(im).resize((14, 14), Image.NEAREST)).transpose(2, 0, 1).astype(np.int64)
+        lab = s // 32
+        lab[s == 0] = 255
+        ref.append(lab)
+    assert (color_target(img).numpy() == np.stack(ref)).all()
