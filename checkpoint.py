@@ -237,7 +237,9 @@ def run_defining(method):
 
 
 def check_resume_options(ckpt_opts, opt, path):
-    keys = run_defining(opt.method)
+    """``UserError`` when a run would resume with other run-defining options than it was started with; the
+    learning rate may change (the advice after a diverging run), the trainer logs it."""
+    keys = [k for k in run_defining(opt.method) if k != 'lr']
     diff = [(k, ckpt_opts.get(k), getattr(opt, k, None)) for k in keys
             if k in ckpt_opts and ckpt_opts.get(k) != getattr(opt, k, None)]
     if diff:

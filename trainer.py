@@ -30,14 +30,19 @@ WEIGHT_LIMIT = 1e4  # no weight of a healthy f, g or h comes near this (they sta
 
 
 def weights_healthy(method):
-    """Whether every weight of f, g and h is finite and below :data:`WEIGHT_LIMIT` in magnitude: a
-    checkpoint of a run that is already diverging is not offered as the one to go back to."""
+    """Whether every weight of f, g and h and every floating buffer (BatchNorm's running statistics) is
+    finite and below :data:`WEIGHT_LIMIT` in magnitude: the state of a run that is already diverging is
+    never written as a checkpoint."""
     with torch.no_grad():
         for module in (method.net, method.h):
-            for p in module.parameters():
-                if not torch.isfinite(p).all() or p.abs().max() > WEIGHT_LIMIT:
+            for t in list(module.parameters()) + [b for b in module.buffers() if b.is_floating_point()]:
+                if t.numel() and (not torch.isfinite(t).all() or t.abs().max() > WEIGHT_LIMIT):
                     return False
     return True
+
+
+ADVICE = ('lower --lr and continue with --resume (a changed --lr is allowed on resume), or start again with a '
+          'lower --lambda or --mu')
 
 
 class NonFiniteLoss(UserError):
@@ -71,9 +76,17 @@ class Trainer:
             s.load_state_dict(ckpt['schedulers'][k])
         set_rng_state(ckpt['rng'], self.batch_gen)
         self.start_epoch = ckpt['epoch']
+        old_lr = ckpt.get('options', {}).get('lr')
+        if old_lr is not None and old_lr != self.opt.lr:  # allowed on resume: the schedule continues from the new rate
+            for k, o in m.optimizers.items():
+                scale = self.opt.lr / old_lr
+                for group in o.param_groups:
+                    group['lr'] *= scale
+                m.schedulers[k].base_lrs = [b * scale for b in m.schedulers[k].base_lrs]
+            self.logger.info(f'--lr changed on resume: {old_lr} -> {self.opt.lr}; the learning rates of every '
+                             f'optimiser and schedule are scaled by {self.opt.lr / old_lr:g} from here on')
         self.progress = ckpt.get('progress')
-        self.last_good = path if weights_healthy(self.method) else None
-        self.last_saved = path
+        self.last_good = self.last_saved = path
         self._drop_records_after(self.start_epoch)
         where = f'epoch {self.start_epoch}' + (f', batch {self.progress["pos"]}' if self.progress else '')
         self.logger.info(f'resumed from {path} at {where}')
@@ -88,11 +101,15 @@ class Trainer:
         atomic_write_text(path, ''.join(k + '\n' for k in keep))
 
     def save(self, name, epoch, progress=None):
+        """Write a checkpoint, only of a healthy state: weights or statistics that are no longer finite (or
+        beyond :data:`WEIGHT_LIMIT`) stop the run instead, so the newest checkpoint is always one to resume."""
+        if not weights_healthy(self.method):
+            raise NonFiniteLoss(f'the weights or BatchNorm statistics diverged (non-finite or above {WEIGHT_LIMIT:g}) '
+                                f'by epoch {epoch + (1 if progress is None else 0)}; not saved: the newest checkpoint '
+                                f'is {self.last_good or "none (no epoch finished)"}; {ADVICE}')
         path = os.path.join(self.run_dir, name)
         save_checkpoint(path, self.method, epoch, self.batch_gen, progress)
-        self.last_saved = path
-        if weights_healthy(self.method):
-            self.last_good = path  # named by the non-finite-loss guard as the one to go back to
+        self.last_saved = self.last_good = path
         return path
 
     # -- signals --
@@ -161,9 +178,8 @@ class Trainer:
         record = {k: float(v) / n for k, v in sums.items()}
         for k, v in record.items():
             if not np.isfinite(v):
-                raise NonFiniteLoss(f'non-finite {k} in epoch {epoch + 1}; training stopped, the last good '
-                                    f'checkpoint is {self.last_good or "none (no epoch finished)"}. '
-                                    'Lower --lr, --lambda or --mu and resume or restart')
+                raise NonFiniteLoss(f'non-finite {k} in epoch {epoch + 1}; training stopped, the newest checkpoint '
+                                    f'is {self.last_good or "none (no epoch finished)"}; {ADVICE}')
         record['lr'] = m.lr_now()
         record['epoch_time_s'] = time.time() - t0
         return record
@@ -171,9 +187,8 @@ class Trainer:
     def check_finite(self, out, epoch, i):
         for k, v in out.items():
             if not torch.isfinite(v).all():
-                raise NonFiniteLoss(f'non-finite {k} in epoch {epoch + 1}, batch {i + 1}; training stopped, '
-                                    f'the last good checkpoint is {self.last_good or "none (no epoch finished)"}. '
-                                    'Lower --lr, --lambda or --mu and resume or restart')
+                raise NonFiniteLoss(f'non-finite {k} in epoch {epoch + 1}, batch {i + 1}; training stopped, the '
+                                    f'newest checkpoint is {self.last_good or "none (no epoch finished)"}; {ADVICE}')
 
     def evaluate_epoch(self):
         """Validation and test-monitoring metrics of one epoch; with --dry_run on the first

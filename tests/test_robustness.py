@@ -1,4 +1,5 @@
 """Bad input, signals, kills during a save, resume mismatches and non-finite losses."""
+import json
 import os
 import signal
 import time
@@ -172,3 +173,35 @@ def test_non_finite_loss_stops_with_message(small_data_dir, tmp_path):
                               '--max_step', 3))
     assert_user_error(proc, 'non-finite', 'epoch 1')
     assert not (runs / 'nan' / 'done').exists()
+
+
+def test_a_diverged_state_is_never_saved_and_resume_takes_a_lower_lr(small_data_dir, tmp_path):
+    """A run whose weights blow up stops without writing them (every checkpoint in the folder stays finite);
+    the advice (lower --lr, --resume) works: the resumed run trains on at the new rate and says so."""
+    runs = tmp_path / 'runs'
+    assert run_py(train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--dry_run', '--max_step', 1,
+                             '--lr', '0.01')).returncode == 0
+    proc = run_py(train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--dry_run', '--max_step', 3,
+                             '--lr', '1e30', '--resume'))
+    assert_user_error(proc, '--resume')
+    for name in os.listdir(runs / 'r'):
+        if name.endswith('.pth'):
+            sd = checkpoint.read_checkpoint(str(runs / 'r' / name))['net_state_dict']
+            assert all(torch.isfinite(v).all() and v.abs().max() < 1e4 for v in sd.values() if v.is_floating_point())
+    proc = run_py(train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--dry_run', '--max_step', 2,
+                             '--lr', '0.001', '--resume'))
+    assert proc.returncode == 0, proc.stderr
+    assert '--lr changed on resume: 0.01 -> 0.001' in (runs / 'r' / 'train.log').read_text()
+    recs = [json.loads(x) for x in (runs / 'r' / 'results.jsonl').read_text().splitlines()]
+    assert [r['epoch'] for r in recs] == [1, 2] and recs[-1]['lr'] == pytest.approx(0.001)
+
+
+def test_a_non_finite_batchnorm_statistic_is_not_healthy():
+    import trainer
+    from models import ColorPredictor, ConvNet
+
+    class M:
+        net, h = ConvNet(), ColorPredictor()
+    assert trainer.weights_healthy(M)
+    M.net.bn0.running_var[0] = float('inf')
+    assert not trainer.weights_healthy(M)
