@@ -227,7 +227,7 @@ def newest_checkpoint(run_dir):
 # method's own constants (its HyperParameter options) are run-defining for its runs.
 RUN_DEFINING = ('method', 'color_var', 'batch_size', 'num_bins', 'feat_ch', 'n_class', 'val_size', 'random_seed',
                 'momentum', 'weight_decay', 'lr', 'lr_decay_rate', 'lr_decay_period', 'data_seed', 'palette',
-                'amp', 'precision', 'channels_last', 'compile', 'dry_run')
+                'amp', 'precision', 'channels_last', 'compile', 'dry_run', 'deterministic')
 
 
 def run_defining(method):

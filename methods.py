@@ -46,7 +46,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from models import ColorPredictor, ConvNet, color_accuracy, color_loss, neg_entropy
+from models import ColorPredictor, ConvNet, color_accuracy, color_loss, cross_entropy, neg_entropy
 from utils import nonneg_float, resolve_precision
 
 
@@ -238,7 +238,7 @@ class Baseline(Method):
     def update(self, images, colors, labels):
         with self.autocast():
             logits = self.predict(images)
-            loss = F.cross_entropy(logits.float(), labels)
+            loss = cross_entropy(logits.float(), labels)
         self.zero_grad()
         loss.backward()
         self.optimizers['net'].step()
@@ -279,7 +279,7 @@ class LNL(Method):
         with self.autocast():
             feat = self._f(images)
             logits = self._g(feat)
-            loss_cls = F.cross_entropy(logits.float(), labels)
+            loss_cls = cross_entropy(logits.float(), labels)
             with frozen(self.h):
                 loss_mi = neg_entropy([lg.float() for lg in self.h(feat)])
             loss = loss_cls + self.opt.lambda_ * loss_mi
@@ -322,7 +322,7 @@ class BlindEye(Method):
         with self.autocast():
             feat = self._f(images)
             logits = self._g(feat)
-            loss_cls = F.cross_entropy(logits.float(), labels)
+            loss_cls = cross_entropy(logits.float(), labels)
             with frozen(self.h):
                 # CE(uniform, p) = -mean_bins log p, averaged over positions and channels
                 loss_conf = sum(-F.log_softmax(lg.float(), dim=1).mean(dim=1).mean()

@@ -80,6 +80,10 @@ def build_parser(description='Learning Not to Learn on Colored-MNIST'):
                         'README); the run records which it used')
     s.add_argument('--amp', action='store_true', help='the same as --precision bf16')
     s.add_argument('--compile', action='store_true', help='torch.compile f and g')
+    s.add_argument('--deterministic', action='store_true',
+                   help='bitwise-repeatable training on a GPU too (torch.use_deterministic_algorithms, the cuBLAS '
+                        'workspace setting, no cuDNN autotuning; slower); on the CPU runs repeat bit for bit '
+                        'without it')
     return p
 
 

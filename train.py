@@ -93,9 +93,11 @@ def main(argv=None):
     refuse_links(run_dir)
     lock = RunLock(run_dir).acquire()  # a second process training in this folder refuses here
     logger = logging.getLogger(f'lnl.{run_dir}')
+    deterministic = torch.are_deterministic_algorithms_enabled()
     try:
         return train(opt, run_dir, argv, logger)
     finally:
+        torch.use_deterministic_algorithms(deterministic)  # main() may run inside another process (the sweep)
         lock.release()
         for handler in list(logger.handlers):
             handler.close()
@@ -117,6 +119,10 @@ def setup_logger(logger, run_dir):
 def train(opt, run_dir, argv, logger):
     if opt.threads:
         torch.set_num_threads(opt.threads)
+    if opt.deterministic:
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # before the first cuBLAS call
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
     device = resolve_device(opt.device)
     resolve_precision(opt, device)  # before the resume check: a run records the precision it used
     for line in warnings_for(opt):

@@ -95,6 +95,8 @@ class ConvNet(nn.Module):
     def g(self, feat):
         x = F.relu(self.conv3(feat))
         x = F.relu(self.conv4(x))
+        if x.is_cuda and torch.are_deterministic_algorithms_enabled():
+            return self.fc(x.mean(dim=(2, 3)))  # the same average; its CUDA backward is deterministic
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
     def forward(self, x):
@@ -173,7 +175,25 @@ class ColorPredictor(nn.Module):
 
 def color_loss(logits, target, ignore_index=255):
     """Sum over channels of the per-pixel cross-entropy, background ignored: CE_R + CE_G + CE_B."""
-    return sum(F.cross_entropy(lg, target[:, c], ignore_index=ignore_index) for c, lg in enumerate(logits))
+    return sum(cross_entropy(lg, target[:, c], ignore_index=ignore_index) for c, lg in enumerate(logits))
+
+
+def cross_entropy(logits, target, ignore_index=-100):
+    """``F.cross_entropy`` (mean over the positions whose target is not ``ignore_index``). Under
+    ``torch.use_deterministic_algorithms`` on CUDA, whose NLL loss has no deterministic kernel, the same
+    value from a one-hot mask (:func:`one_hot_cross_entropy`: element-wise products and sums only)."""
+    if logits.is_cuda and torch.are_deterministic_algorithms_enabled():
+        return one_hot_cross_entropy(logits, target, ignore_index)
+    return F.cross_entropy(logits, target, ignore_index=ignore_index)
+
+
+def one_hot_cross_entropy(logits, target, ignore_index=-100):
+    """Cross-entropy of (N, C[, ...]) logits and (N[, ...]) targets without a gather or an NLL kernel."""
+    logp = F.log_softmax(logits, dim=1)
+    valid = target != ignore_index
+    onehot = F.one_hot(torch.where(valid, target, torch.zeros_like(target)), logits.shape[1])
+    nll = -(logp * onehot.movedim(-1, 1).to(logp.dtype)).sum(dim=1)
+    return (nll * valid).sum() / valid.sum()
 
 
 def neg_entropy(logits):

@@ -375,3 +375,20 @@ def test_lnl_step1_in_closed_form_and_it_raises_hs_entropy():
         m.h.eval()
         h.eval()
         assert neg_entropy(m.h(m.net.f(x))) < neg_entropy(h(net.f(x)))
+
+
+@pytest.mark.parametrize('shape,ignore', [((16, 10), -100), ((4, 8, 14, 14), 255)])
+def test_the_deterministic_cross_entropy_equals_pytorchs(shape, ignore):
+    """The one-hot cross-entropy that --deterministic uses on CUDA gives F.cross_entropy's value and
+    gradient (background targets ignored)."""
+    from models import one_hot_cross_entropy
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, shape[1], (shape[0],) + shape[2:], generator=g)
+    if ignore == 255:
+        target[:, :3] = 255
+    ref = torch.nn.functional.cross_entropy(logits, target, ignore_index=ignore)
+    (gr,) = torch.autograd.grad(ref, logits)
+    ours = one_hot_cross_entropy(logits, target, ignore_index=ignore)
+    (go,) = torch.autograd.grad(ours, logits)
+    assert torch.allclose(ours, ref, atol=1e-12) and torch.allclose(go, gr, atol=1e-12)

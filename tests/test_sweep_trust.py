@@ -426,3 +426,12 @@ def test_test_py_on_a_data_file_with_an_empty_test_split(small_data_dir, tmp_pat
                        colored_mnist.file_path(str(empty), SMALL_VAR))
     proc = run_py(['test.py', '-e', 'r', '--save_dir', tmp_path / 'runs', '--data_dir', empty, '--no_generate'])
     assert_user_error(proc, 'test split', 'is empty')
+
+
+def test_deterministic_is_recorded_and_switched_off_after_the_run(small_data_dir, tmp_path):
+    import torch
+    runs = tmp_path / 'runs'
+    proc = run_py(train_args(small_data_dir, runs, 'd', '--method', 'lnl', '--dry_run', '--max_step', 1, '--deterministic'))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((runs / 'd' / 'options.json').read_text())['deterministic'] is True
+    assert not torch.are_deterministic_algorithms_enabled()
