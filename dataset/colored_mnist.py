@@ -93,6 +93,7 @@ KEYS = {
     'test_label': ((None,), None),
     'test_gray': ((None, 28, 28), np.uint8),
 }
+OPTIONAL_KEYS = ('test_gray',)  # read only by test.py --gray_view original
 
 
 def check_palette(palette):
@@ -198,10 +199,12 @@ def validate(data, path):
     if not isinstance(data, dict):
         raise UserError(f'{path} holds a {type(data).__name__}, not the dict of a Colored-MNIST file; '
                         f'regenerate it with: {generate_command(os.path.dirname(path) or ".", 0.02)}')
-    missing = [k for k in KEYS if k not in data]
+    missing = [k for k in KEYS if k not in data and k not in OPTIONAL_KEYS]
     if missing:
         raise UserError(f'{path} lacks the key(s) {", ".join(missing)}; expected {", ".join(KEYS)}')
     for key, (shape, dtype) in KEYS.items():
+        if key not in data:
+            continue
         arr = data[key]
         if not isinstance(arr, np.ndarray):
             raise UserError(f'{path}: {key} is a {type(arr).__name__}, expected a numpy array')
@@ -220,7 +223,7 @@ def validate(data, path):
         if n_lab and (labels.min() < 0 or labels.max() > 9):
             raise UserError(f'{path}: {split}_label has values outside 0..9 '
                             f'(min {labels.min()}, max {labels.max()})')
-    if len(data['test_gray']) != len(data['test_image']):
+    if 'test_gray' in data and len(data['test_gray']) != len(data['test_image']):
         raise UserError(f'{path}: test_gray has {len(data["test_gray"])} images, '
                         f'test_image has {len(data["test_image"])}')
     if 'mean_colors' in data:

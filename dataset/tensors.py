@@ -119,7 +119,12 @@ def load_splits(path, gray=False, val_size=0, seed=0, num_bins=NUM_BINS, color_v
     """
     if gray_view not in GRAY_VIEWS:
         raise ValueError(f'gray_view must be one of {GRAY_VIEWS}, got {gray_view!r}')
+    original = gray and gray_view == 'original' and 'test' in which
     data = colored_mnist.load(path, color_var=color_var)
+    if original and 'test_gray' not in data:
+        from utils import UserError
+        raise UserError(f'{path} has no test_gray (the grey test digits) for --gray_view original; use --gray_view '
+                        'luminance, or a file that holds them (every generated file does)')
     if check_data_seed:  # the file must be the one the run's --data_seed generates
         found = colored_mnist.check_seed(data, path, data_seed)
         if seed_found is not None:
@@ -129,7 +134,7 @@ def load_splits(path, gray=False, val_size=0, seed=0, num_bins=NUM_BINS, color_v
         n_train, n_test = first
         data = dict(data, train_image=data['train_image'][:n_train], train_label=data['train_label'][:n_train],
                     test_image=data['test_image'][:n_test], test_label=data['test_label'][:n_test],
-                    test_gray=data['test_gray'][:n_test])
+                    **({'test_gray': data['test_gray'][:n_test]} if 'test_gray' in data else {}))
     train_img, train_lab = data['train_image'], data['train_label']
     splits = {}
     if val_size and 'train' in which:
@@ -144,7 +149,7 @@ def load_splits(path, gray=False, val_size=0, seed=0, num_bins=NUM_BINS, color_v
         splits['train'] = make_split(train_img, train_lab, gray, num_bins, mean_colors)
     if 'test' in which:
         splits['test'] = make_split(data['test_image'], data['test_label'], gray, num_bins, mean_colors,
-                                    original=data['test_gray'] if gray and gray_view == 'original' else None)
+                                    original=data['test_gray'] if original else None)
     return splits
 
 

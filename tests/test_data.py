@@ -273,7 +273,7 @@ def test_bad_files_give_clear_messages(tmp_path, case):
         good['train_label'] = good['train_label'].astype(np.int64) + 5
         p, match = _write(tmp_path, good), 'train_label has values outside 0..9'
     elif case == 'missing_key':
-        del good['test_gray']
+        del good['test_label']
         p, match = _write(tmp_path, good), 'lacks the key'
     else:
         good['test_label'] = good['test_label'][:3]
@@ -498,3 +498,14 @@ def test_color_target_matches_pil_on_unaligned_strokes():
         lab[s == 0] = 255
         ref.append(lab)
     assert (color_target(img).numpy() == np.stack(ref)).all()
+
+
+def test_test_gray_is_optional_unless_the_original_grey_view_is_asked_for(tmp_path):
+    from utils import UserError
+    data = colored_mnist.generate(fake_mnist(64, 32), 0.02, seed=1)
+    del data['test_gray']
+    path = colored_mnist.file_path(str(tmp_path), 0.02)
+    colored_mnist.save(data, path)
+    assert len(load_splits(path, gray=True)['test']) == 32
+    with pytest.raises(UserError, match='no test_gray'):
+        load_splits(path, gray=True, gray_view='original')
