@@ -439,3 +439,57 @@ def test_cuda_random_state_of_more_devices_than_visible_restores_what_fits(monke
     checkpoint.set_rng_state(state, gen)
     assert list(seen) == [0] and torch.equal(seen[0], torch.zeros(4, dtype=torch.uint8))
     assert 'random state of 2 CUDA devices and 1 are visible' in capsys.readouterr().err
+
+
+def _python2_npy(data):
+    """The bytes Python 2's np.save wrote for a dict: a version 1.0 header for a 0-d object array, then a
+    protocol-2 pickle in which every string is a byte string (BINSTRING, no unicode opcodes) and NumPy's
+    globals live in numpy.core."""
+    import io
+    import pickle
+    import struct
+
+    class Py2Pickler(pickle._Pickler):
+        def save_bytes(self, b):
+            if len(b) < 256:
+                self.write(pickle.SHORT_BINSTRING + bytes([len(b)]) + b)
+            else:
+                self.write(pickle.BINSTRING + struct.pack('<i', len(b)) + b)
+
+        def save_str(self, s):
+            self.save_bytes(s.encode('latin-1'))
+
+        def save_global(self, obj, name=None):
+            module = obj.__module__.replace('numpy._core', 'numpy.core')
+            self.write(pickle.GLOBAL + f'{module}\n{name or obj.__qualname__}\n'.encode('ascii'))
+            self.memoize(obj)
+
+        dispatch = dict(pickle._Pickler.dispatch)
+        dispatch[bytes] = save_bytes
+        dispatch[str] = save_str
+    arr = np.empty((), dtype=object)
+    arr[()] = data
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {'descr': '|O', 'fortran_order': False, 'shape': ()})
+    Py2Pickler(buf, protocol=2).dump(arr)
+    return buf.getvalue()
+
+
+def test_a_python2_authors_file_loads(tmp_path):
+    """The authors' files were written by Python 2 (pickle protocol 2, byte strings read as latin-1): such a
+    file loads through the restricted reader with the same arrays, and so does the authors' own idiom."""
+    import pickletools
+    from conftest import fake_mnist
+    from dataset import colored_mnist
+    data = colored_mnist.generate(fake_mnist(16, 8), 0.02, seed=1)
+    del data['mean_colors'], data['seed']  # the authors' keys only
+    raw = _python2_npy(data)
+    ops = {op.name for op, _, _ in pickletools.genops(raw[raw.index(b'\x80\x02'):])}
+    assert 'BINUNICODE' not in ops and {'SHORT_BINSTRING', 'BINSTRING', 'GLOBAL'} <= ops
+    assert b'numpy.core.multiarray' in raw and b'numpy._core' not in raw
+    path = tmp_path / 'mnist_10color_jitter_var_0.020.npy'
+    path.write_bytes(raw)
+    loaded = colored_mnist.load(str(path))
+    assert sorted(loaded) == sorted(data) and all(np.array_equal(loaded[k], data[k]) for k in data)
+    idiom = np.load(path, encoding='latin1', allow_pickle=True).item()
+    assert all(np.array_equal(idiom[k], data[k]) for k in data)
