@@ -435,3 +435,22 @@ def test_deterministic_is_recorded_and_switched_off_after_the_run(small_data_dir
     assert proc.returncode == 0, proc.stderr
     assert json.loads((runs / 'd' / 'options.json').read_text())['deterministic'] is True
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_test_py_palette_evaluates_an_authors_checkpoint_on_supplementary_data(tmp_path):
+    """An authors' checkpoint records no palette: test.py --palette picks the data file (before, the error
+    for such a file told the user to pass --palette, which test.py did not have)."""
+    import torch
+    from conftest import fake_mnist
+    from dataset import colored_mnist
+    from models import ConvNet
+    data_dir = tmp_path / 'data'
+    data = colored_mnist.generate(fake_mnist(), SMALL_VAR, seed=3, palette='supplementary_names')
+    colored_mnist.save(data, colored_mnist.file_path(str(data_dir), SMALL_VAR, 'supplementary_names'))
+    torch.save({'step': 90, 'net_state_dict': ConvNet().state_dict()}, tmp_path / 'authors.pth')
+    args = ['test.py', '--checkpoint', tmp_path / 'authors.pth', '--color_var', '0.020', '--data_dir', data_dir,
+            '--no_generate']
+    assert_user_error(run_py(args), 'does not exist')
+    proc = run_py(args + ['--palette', 'supplementary_names'])
+    assert proc.returncode == 0, proc.stderr
+    assert read_jsonl(str(tmp_path / 'results.jsonl'))[-1]['data_file'].endswith('_supplementary_names.npy')
