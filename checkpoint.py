@@ -113,6 +113,9 @@ def read_checkpoint(path, trust=False, log=None):
     A file that needs more is refused unless ``trust`` (``--trust_checkpoint``): then it is loaded with
     full unpickling, after a one-line warning through ``log``.
     """
+    if os.path.isdir(path):
+        raise UserError(f'{path} is a folder; give a checkpoint file in it (e.g. {os.path.join(path, "checkpoint_last.pth")})'
+                        ', or evaluate a run folder with test.py -e')
     if not os.path.isfile(path):
         raise UserError(f'checkpoint {path} does not exist; give the path of a .pth file written by '
                         'train.py (e.g. runs/<exp_name>/checkpoint_last.pth)')

@@ -61,8 +61,10 @@ def evaluate(net, split, h=None, batch_size=1000, num_classes=10, mean_index=Non
 
 
 def probe_color_leakage(net, train, test, epochs=1, batch_size=128, lr=0.01, momentum=0.9,
-                        weight_decay=5e-4, num_bins=8, feat_ch=32, seed=0, max_train=None):
-    """Train a fresh h on frozen ``net.f`` features; return its colour-bin accuracy on ``test``."""
+                        weight_decay=5e-4, num_bins=8, feat_ch=32, seed=0, max_train=None, progress=False):
+    """Train a fresh h on frozen ``net.f`` features; return its colour-bin accuracy on ``test``
+    (``progress``: a progress bar with its ETA)."""
+    from tqdm import tqdm
     device = train.images.device
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
@@ -72,6 +74,8 @@ def probe_color_leakage(net, train, test, epochs=1, batch_size=128, lr=0.01, mom
     was_training = net.training
     net.eval()
     n = len(train) if max_train is None else min(max_train, len(train))
+    bar = tqdm(total=epochs * ((n + batch_size - 1) // batch_size), desc='probe', unit='batch', leave=False,
+               dynamic_ncols=True, disable=not progress)
     for _ in range(epochs):
         probe.train()
         order = torch.randperm(n, generator=gen).to(device)
@@ -83,6 +87,8 @@ def probe_color_leakage(net, train, test, epochs=1, batch_size=128, lr=0.01, mom
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            bar.update()
+    bar.close()
     probe.eval()
     correct, counted = 0, 0
     with torch.no_grad():

@@ -10,6 +10,7 @@ axes, and appends one JSON object (``test_acc`` = overall accuracy) to the run's
 import argparse
 import json
 import os
+import sys
 import tempfile
 
 import torch
@@ -22,8 +23,8 @@ from dataset.tensors import DRY_RUN_DATA, GRAY_VIEWS, load_splits, to_gray
 from evaluation import evaluate, probe_color_leakage
 from experiments.figures import confusion_png
 from models import ColorPredictor, ConvNet
-from utils import (DATA_DIR, RUNS_DIR, Parser, UserError, append_line, existing_or_new_folder, format_table,
-                   positive_int, refuse_links, resolve_device, run_main, run_name)
+from utils import (DATA_DIR, RUNS_DIR, Parser, UserError, append_line, atomic_write_text, existing_or_new_folder,
+                   format_table, positive_int, read_jsonl, refuse_links, resolve_device, run_main, run_name)
 
 
 def build_parser():
@@ -60,6 +61,7 @@ def build_parser():
     p.add_argument('--probe', action='store_true',
                    help='also run the bias-leakage probe (a fresh colour predictor on frozen f)')
     p.add_argument('--probe_epochs', type=positive_int, default=1, help='training epochs of the probe')
+    p.add_argument('--no_progress', action='store_true', help='no progress bar for the probe (for batch jobs)')
     return p
 
 
@@ -83,6 +85,16 @@ def sizes(ckpt, path):
             raise UserError(f'{path}: its config says {key} = {cfg[key]} but its weights have {found[key]}; the '
                             'file is inconsistent')
     return found
+
+
+def record(path, metrics):
+    """Add this evaluation to ``results.jsonl``, replacing an earlier one of the same tag, epoch and sigma^2
+    (evaluating twice leaves one record); the training records and other evaluations stay as they are."""
+    if not os.path.exists(path):
+        return append_line(path, json.dumps(metrics))
+    same = ('tag', 'epoch', 'color_var', 'checkpoint')
+    kept = [r for r in read_jsonl(path) if not ('test_acc' in r and all(r.get(k) == metrics.get(k) for k in same))]
+    atomic_write_text(path, ''.join(json.dumps(r) + '\n' for r in kept + [metrics]))
 
 
 def check_writable(run_dir):
@@ -164,6 +176,11 @@ def run(args):
     if args.tag is None:
         args.tag = 'test_original' if gray and args.gray_view == 'original' else 'test'
     color_var = args.color_var or opts.get('color_var')
+    if args.color_var is not None and opts.get('color_var') is not None and \
+            f'{args.color_var:.3f}' != f'{float(opts["color_var"]):.3f}':
+        print(f'warning: {path} was trained on sigma^2 = {float(opts["color_var"]):.3f} and is tested on '
+              f'{args.color_var:.3f}; the record says so, and tables count a run only on its own sigma^2',
+              file=sys.stderr)
     if color_var is None:
         raise UserError(f'{path} does not record its colour variance: give --color_var')
     palette = args.palette or opts.get('palette') or colored_mnist.DEFAULT_PALETTE
@@ -195,13 +212,14 @@ def run(args):
     if args.probe:
         train = splits['train'].to(device)
         metrics['probe_color_acc'] = probe_color_leakage(net, train, test, epochs=args.probe_epochs,
-                                                         feat_ch=config['feat_ch'], num_bins=config['num_bins'])
+                                                         feat_ch=config['feat_ch'], num_bins=config['num_bins'],
+                                                         progress=not args.no_progress)
     os.makedirs(run_dir, exist_ok=True)
     png = confusion_png(res['confusion'], os.path.join(run_dir, f'confusion_{args.tag}.png'),
                         f'{method}, sigma^2={color_var:.3f}: test acc {res["acc"]:.4f}',
                         splits['test'].mean_colors)
     metrics['confusion_png'] = png
-    append_line(os.path.join(run_dir, 'results.jsonl'), json.dumps(metrics))
+    record(os.path.join(run_dir, 'results.jsonl'), metrics)
     try:
         from tensorboardX import SummaryWriter
         import matplotlib.image as mpimg

@@ -99,6 +99,9 @@ def main(argv=None):
     finally:
         torch.use_deterministic_algorithms(deterministic)  # main() may run inside another process (the sweep)
         lock.release()
+        if os.listdir(run_dir) == ['.lock']:  # a start that failed before writing anything leaves no folder
+            os.remove(lock.path)
+            os.rmdir(run_dir)
         for handler in list(logger.handlers):
             handler.close()
             logger.removeHandler(handler)

@@ -281,6 +281,7 @@ class _DefaultsFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ''
         if '(default' in text or action.default in (None, False, [], argparse.SUPPRESS) or \
+                isinstance(action, argparse._StoreFalseAction) or \
                 action.option_strings == [] and action.nargs in ('?', '*') and action.default is None:
             return text
         if action.option_strings or action.nargs in ('?', '*'):

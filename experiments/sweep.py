@@ -44,7 +44,7 @@ def make_spec(args, m, cv, seed, out):
              '--palette', args.palette] + ([] if args.show_output else ['--no_progress']) + list(args.train_args)
     if cls.start_from and args.unlearn_max_step is not None:
         train += ['--max_step', str(args.unlearn_max_step)]  # the last --max_step counts
-    test = ['-e', name, '--save_dir', out, '--data_dir', args.data_dir]
+    test = ['-e', name, '--save_dir', out, '--data_dir', args.data_dir] + ([] if args.show_output else ['--no_progress'])
     if cls.probed and not args.no_probe:
         test += ['--probe']
     spec = {'name': name, 'method': m, 'color_var': cv, 'seed': seed, 'phase': int(bool(cls.start_from)),
@@ -417,9 +417,12 @@ def build_parser():
     p.add_argument('--smoke', action='store_true',
                    help='the install check: sigma^2 = 0.020, every method, seed 1, train.py --dry_run '
                         '--max_step 2 in this process, test.py, then the table and figures of collect_results '
-                        '(default --out: runs/smoke in this repository; replaced on every call)')
+                        '(default --out: smoke/ in this repository, apart from real runs; replaced on every call, '
+                        'and refused in a folder that holds runs that are not smoke runs)')
     return p
 
+
+SMOKE_DIR = os.path.join(REPO_ROOT, 'smoke')  # the smoke run's runs, apart from real ones
 
 # train.py options the sweep sets for every run itself, and where to ask for them instead.
 RESERVED = {
@@ -449,7 +452,7 @@ def parse(argv=None):
     args = build_parser().parse_args(argv)
     if args.smoke:
         args.color_vars, args.methods, args.seeds = [0.020], methods.method_names(), [1]
-        args.out = args.out or os.path.join(RUNS_DIR, 'smoke')
+        args.out = args.out or SMOKE_DIR
         args.launcher = 'inprocess'
         train_args = ['--dry_run', '--max_step', '2'] + train_args
     elif args.out is None:
@@ -476,8 +479,22 @@ def parse(argv=None):
     return args
 
 
+
+def refuse_real_runs(out):
+    """--smoke replaces the runs in --out: refuse a folder that holds runs that are not smoke runs."""
+    if not os.path.isdir(out):
+        return
+    for name in sorted(os.listdir(out)):
+        opts = records.read_options(os.path.join(out, name, 'options.json'))
+        if opts and not opts.get('dry_run'):
+            raise UserError(f'--smoke would replace the runs in {out}, and {name} is a real run (not --dry_run); '
+                            'give the smoke run another --out (default: smoke/ in this repository)')
+
+
 def main(argv=None):
     args = parse(argv)
+    if args.smoke:
+        refuse_real_runs(args.out)
     specs = make_specs(args)
     if args.list:
         for s in specs:

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from conftest import ROOT, SMALL_VAR, assert_user_error, run_py
+from utils import read_jsonl
 
 
 @pytest.fixture(scope='module')
@@ -104,3 +105,45 @@ def test_misplaced_and_misspelled_flags_get_a_hint(tmp_path):
     assert_user_error(proc, '--max-step: did you mean --max_step?')
     proc = run_py(['train.py', '-e', 'x', '--max', '3'])  # no abbreviations
     assert_user_error(proc, 'unrecognized arguments: --max')
+
+
+def test_smoke_keeps_to_its_own_folder_and_refuses_real_runs(small_data_dir, tmp_path):
+    from experiments import sweep
+    assert sweep.parse(['--smoke']).out == sweep.SMOKE_DIR and not sweep.SMOKE_DIR.startswith(sweep.RUNS_DIR)
+    real = tmp_path / 'real' / 'baseline_var0.020_seed1'
+    real.mkdir(parents=True)
+    (real / 'options.json').write_text(json.dumps({'method': 'baseline', 'dry_run': False}))
+    proc = run_py(['-m', 'experiments.sweep', '--smoke', '--out', tmp_path / 'real', '--data_dir', small_data_dir])
+    assert_user_error(proc, 'is a real run')
+    assert json.loads((real / 'options.json').read_text())['dry_run'] is False
+
+
+def test_test_py_twice_leaves_one_record_and_warns_on_another_variance(small_data_dir, tmp_path):
+    runs = tmp_path / 'runs'
+    assert run_py(['train.py', '-e', 'r', '--save_dir', runs, '--data_dir', small_data_dir, '--no_generate',
+                   '--dry_run', '--max_step', 1]).returncode == 0
+    args = ['test.py', '-e', 'r', '--save_dir', runs, '--data_dir', small_data_dir, '--no_generate']
+    assert run_py(args).returncode == 0 and run_py(args).returncode == 0
+    tests = [r for r in read_jsonl(str(runs / 'r' / 'results.jsonl')) if 'test_acc' in r]
+    assert len(tests) == 1
+    from dataset import colored_mnist
+    from conftest import fake_mnist
+    colored_mnist.save(colored_mnist.generate(fake_mnist(), 0.035, seed=3), colored_mnist.file_path(str(small_data_dir), 0.035))
+    proc = run_py(args + ['--color_var', '0.035'])
+    assert proc.returncode == 0 and 'trained on sigma^2 = 0.020 and is tested on 0.035' in proc.stderr
+    assert len([r for r in read_jsonl(str(runs / 'r' / 'results.jsonl')) if 'test_acc' in r]) == 2
+
+
+def test_messages_that_misled(small_data_dir, tmp_path):
+    runs = tmp_path / 'runs'
+    assert run_py(['train.py', '-e', 'r', '--save_dir', runs, '--data_dir', small_data_dir, '--no_generate',
+                   '--dry_run', '--max_step', 1]).returncode == 0
+    # a run folder given as --checkpoint
+    proc = run_py(['test.py', '--checkpoint', runs / 'r', '--data_dir', small_data_dir])
+    assert_user_error(proc, 'is a folder', 'checkpoint_last.pth')
+    # a flag that turns something off shows no "(default: True)"
+    from option import build_parser
+    assert '(default: True)' not in build_parser().format_help()
+    # a start that fails before writing anything leaves no folder behind
+    proc = run_py(['train.py', '-e', 'nothing', '--save_dir', runs, '--data_dir', tmp_path / 'empty', '--no_generate'])
+    assert proc.returncode == 2 and not (runs / 'nothing').exists()
