@@ -11,6 +11,8 @@ and seed. The difference (B - A) is *within the spread* when the magnitude of it
 than the smaller of the two spreads between seeds (max - min over seeds); that needs two seeds or more. The
 paper's number is shown beside each method and sigma^2.
 """
+import os
+
 from experiments import records
 from experiments.figures import display_name
 from utils import Parser, UserError, format_table, markdown_table, replace_readme_section, run_main
@@ -90,6 +92,21 @@ def table_rows(rows, a, b, words=('within the spread between seeds', 'BEYOND the
     return out
 
 
+def provenance(args, folder):
+    """The title and producing command of this comparison: those given (then kept in
+    ``<A's DIR>/ab_provenance.json`` under the section's name), else the ones kept there, so that the command
+    a README section prints regenerates it as it is."""
+    import json
+    from utils import atomic_write_text
+    path = os.path.join(folder, 'ab_provenance.json')
+    kept = records.read_options(path)
+    if args.title is not None or args.command is not None:
+        kept[args.section] = {'title': args.title, 'command': args.command}
+        atomic_write_text(path, json.dumps(kept, indent=2, sort_keys=True) + '\n')
+    entry = kept.get(args.section) or {}
+    return entry.get('title'), entry.get('command')
+
+
 def build_parser():
     p = Parser(description='A/B: two variants of a recipe, paired by method, sigma^2 and seed.')
     p.add_argument('sides', nargs=2, metavar='LABEL=DIR[:TAG]', help='the two variants (A, then B)')
@@ -97,7 +114,9 @@ def build_parser():
     p.add_argument('--title', default=None, help='the table\'s title')
     p.add_argument('--readme', default=None, help='also write the table between the markers of this file')
     p.add_argument('--section', default='ab', help='with --readme: the section name')
-    p.add_argument('--command', default=None, help='with --readme: the commands that produced the runs')
+    p.add_argument('--command', default=None,
+                   help='with --readme: the commands that produced the runs (kept with --title in '
+                        '<A\'s DIR>/ab_provenance.json; later calls without either read them from there)')
     return p
 
 
@@ -114,13 +133,22 @@ def main(argv=None):
     if not any(r['seeds'] for r in rows):
         raise UserError(f'no run of {dir_a} ({tag_a}) has a partner of the same method, sigma^2 and seed in '
                         f'{dir_b} ({tag_b})')
-    title = args.title or f'Unbiased test accuracy, {a} vs {b} (paired by seed)'
+    title, command = provenance(args, dir_a)
+    title = title or f'Unbiased test accuracy, {a} vs {b} (paired by seed)'
     body = table_rows(rows, a, b)
     print(format_table(header(a, b), body, title=title, align='lllrrrr'))
     if args.readme:
         text = f'{title}.\n\n'
-        text += 'Produced by:\n\n```\n' + (args.command.strip() + '\n' if args.command else '') + \
-            f'python -m experiments.ab {shlex.join(str(x) for x in argv)}\n```\n\n'
+        shown, skip = [], False
+        for x in map(str, argv):  # the command without the texts kept in the provenance file
+            if skip:
+                skip = False
+            elif x in ('--title', '--command'):
+                skip = True
+            elif not x.startswith(('--title=', '--command=')):
+                shown.append(x)
+        text += 'Produced by:\n\n```\n' + (command.strip() + '\n' if command else '') + \
+            f'python -m experiments.ab {shlex.join(shown)}\n```\n\n'
         text += markdown_table(header(a, b), body, align='lllrrrr') + '\n'
         replace_readme_section(args.readme, args.section, text)
         print(f'wrote {args.readme} ({args.section})')
