@@ -195,7 +195,7 @@ def test_train_sh_continues_after_an_interruption_and_test_sh_evaluates(small_da
     from utils import RunLock
     env = dict(os.environ, DATA_DIR=str(small_data_dir), SAVE_DIR=str(tmp_path / 'runs'), PYTHON=sys.executable,
                OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
-    cmd = ['bash', 'train.sh', '--max_step', '8', '--dry_run', '--no_generate']
+    cmd = ['bash', 'train.sh', '--max_step', '4', '--dry_run', '--no_generate']
     base = tmp_path / 'runs' / 'baseline_var0.020_seed1'
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)

@@ -53,7 +53,7 @@ def test_lnl_never_starts_from_a_killed_baseline_and_the_relaunch_starts_it_from
     LNL. The relaunch finishes the baseline, then trains LNL from the checkpoint its done marker names, and
     LNL records that file's SHA-256. (Before: LNL started from the 2-epoch checkpoint_last.pth.)"""
     out = tmp_path / 'sweep'
-    args = _sweep_args(small_data_dir, out, '--launcher', 'local', train=('--max_step', 12))
+    args = _sweep_args(small_data_dir, out, '--launcher', 'local', '--unlearn_max_step', 1, train=('--max_step', 8))
     base = out / 'baseline_var0.020_seed1'
     proc = popen(args)
     _wait(lambda: len(_epochs(base)) >= 1 and RunLock.holder(str(base)) is not None, proc)
@@ -67,7 +67,7 @@ def test_lnl_never_starts_from_a_killed_baseline_and_the_relaunch_starts_it_from
 
     proc = run_py(args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert _epochs(base)[-1] == 12
+    assert _epochs(base)[-1] == 8
     start = base / (base / 'done').read_text().strip().rsplit('/', 1)[-1]
     opts = json.loads((out / 'lnl_var0.020_seed1' / 'options.json').read_text())
     assert opts['checkpoint'] == str(start) and opts['pretrain_sha256'] == sha256_file(start)
