@@ -19,7 +19,7 @@ import checkpoint as C
 import methods
 from dataset import colored_mnist
 from dataset.colored_mnist import color_variance
-from dataset.tensors import DRY_RUN_DATA, GRAY_VIEWS, load_splits, to_gray
+from dataset.tensors import DEFAULT_GRAY_VIEW, DRY_RUN_DATA, GRAY_VIEWS, load_splits, to_gray, view_tag
 from evaluation import evaluate, probe_color_leakage
 from experiments.figures import confusion_png
 from models import ColorPredictor, ConvNet
@@ -51,13 +51,13 @@ def build_parser():
                    help='method of an authors\' checkpoint (ours record it); gray evaluates the grey view')
     p.add_argument('--device', default='auto', help='auto, cpu or cuda')
     p.add_argument('--batch_size', type=positive_int, default=1000, help='evaluation batch size')
-    p.add_argument('--gray_view', choices=GRAY_VIEWS, default='luminance',
+    p.add_argument('--gray_view', choices=GRAY_VIEWS, default=DEFAULT_GRAY_VIEW,
                    help='test images of a grey-input method (Gray): luminance of the coloured test digits, or '
                         'original: the file\'s test_gray (the MNIST digits before colouring); the record says '
-                        'which')
+                        'which, and the view the tables do not report is recorded under the tag test_<view>')
     p.add_argument('--tag', default=None,
-                   help='name of this evaluation in results.jsonl and the PNG (default: test; test_original for '
-                        '--gray_view original on a grey-input method)')
+                   help='name of this evaluation in results.jsonl and the PNG (default: test; test_<view> for the '
+                        f'--gray_view that is not {DEFAULT_GRAY_VIEW} on a grey-input method)')
     p.add_argument('--probe', action='store_true',
                    help='also run the bias-leakage probe (a fresh colour predictor on frozen f)')
     p.add_argument('--probe_epochs', type=positive_int, default=1, help='training epochs of the probe')
@@ -174,7 +174,7 @@ def run(args):
                         f'({", ".join(methods.method_names())})')
     gray = methods.get(method).gray
     if args.tag is None:
-        args.tag = 'test_original' if gray and args.gray_view == 'original' else 'test'
+        args.tag = view_tag(args.gray_view) if gray else 'test'
     color_var = args.color_var or opts.get('color_var')
     if args.color_var is not None and opts.get('color_var') is not None and \
             f'{args.color_var:.3f}' != f'{float(opts["color_var"]):.3f}':

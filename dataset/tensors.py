@@ -88,6 +88,14 @@ class Split:
 
 
 GRAY_VIEWS = ('luminance', 'original')
+# The test view of a grey-input method (Gray) that tables report and the per-epoch monitor uses; test.py
+# --gray_view evaluates the other one under the tag test_<view>. See the README ("Gray's test view").
+DEFAULT_GRAY_VIEW = 'luminance'
+
+
+def view_tag(view):
+    """The results.jsonl tag of a test.py evaluation of a grey-input method on ``view``."""
+    return 'test' if view == DEFAULT_GRAY_VIEW else f'test_{view}'
 
 
 def make_split(images_uint8, labels, gray=False, num_bins=NUM_BINS, mean_colors=colored_mnist.MEAN_COLORS,
@@ -106,7 +114,7 @@ def make_split(images_uint8, labels, gray=False, num_bins=NUM_BINS, mean_colors=
 
 def load_splits(path, gray=False, val_size=0, seed=0, num_bins=NUM_BINS, color_var=None,
                 which=('train', 'test'), palette=colored_mnist.DEFAULT_PALETTE, log=None, first=None,
-                gray_view='luminance', data_seed=None, check_data_seed=False, seed_found=None):
+                gray_view=None, data_seed=None, check_data_seed=False, seed_found=None):
     """Read one Colored-MNIST file and return ``{'train', 'test'[, 'val']}`` as :class:`Split`.
 
     ``which`` names the splits to build (the others are not computed). ``val_size`` > 0 holds out that many
@@ -117,6 +125,7 @@ def load_splits(path, gray=False, val_size=0, seed=0, num_bins=NUM_BINS, color_v
     :func:`colored_mnist.check_seed`); the seed the file records goes to ``seed_found``. ``gray_view`` (with ``gray``): the test images' grey view, ``luminance`` of the coloured digits or the
     file's ``original`` grey digits (``test_gray``); training always uses the luminance view.
     """
+    gray_view = gray_view or DEFAULT_GRAY_VIEW
     if gray_view not in GRAY_VIEWS:
         raise ValueError(f'gray_view must be one of {GRAY_VIEWS}, got {gray_view!r}')
     original = gray and gray_view == 'original' and 'test' in which

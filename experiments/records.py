@@ -61,7 +61,7 @@ def read_options(path):
     return opts if isinstance(opts, dict) else {}
 
 
-def current_test(records, color_var=None, tag='test'):
+def current_test(records, color_var=None, tag='test', gray_view=None):
     """``(test, stale)`` of one run's records: ``test`` is the last evaluation (``test_acc``) with this
     ``tag`` of the run's last trained epoch (on ``color_var`` when given), or None; ``stale`` is the last
     such evaluation of an earlier epoch when there is no current one (a run trained further after test.py),
@@ -70,7 +70,8 @@ def current_test(records, color_var=None, tag='test'):
     last_epoch = max((r['epoch'] for r in records if 'test_acc' not in r and isinstance(r.get('epoch'), int)),
                      default=0)
     tests = [r for r in records if 'test_acc' in r and r.get('tag', 'test') == tag
-             and (color_var is None or r.get('color_var') is None or var_key(r['color_var']) == var_key(color_var))]
+             and (color_var is None or r.get('color_var') is None or var_key(r['color_var']) == var_key(color_var))
+             and (gray_view is None or not r.get('gray_input') or (r.get('gray_view') or 'luminance') == gray_view)]
     fresh = [r for r in tests if not isinstance(r.get('epoch'), int) or r['epoch'] >= last_epoch]
     if not fresh:
         return None, (tests[-1] if tests else None)
@@ -80,6 +81,13 @@ def current_test(records, color_var=None, tag='test'):
         if probed:
             test = dict(test, probe_color_acc=probed[-1]['probe_color_acc'])
     return test, None
+
+
+def gray_view_of_tag(tag):
+    """The grey view a tag stands for: test -> the default view, test_<view> -> that view."""
+    from dataset.tensors import DEFAULT_GRAY_VIEW, GRAY_VIEWS
+    view = tag[len('test_'):] if tag.startswith('test_') else None
+    return view if view in GRAY_VIEWS else DEFAULT_GRAY_VIEW
 
 
 def load_runs(root, tag='test'):
@@ -104,7 +112,15 @@ def load_runs(root, tag='test'):
         opts = read_options(os.path.join(folder, 'options.json'))
         records = read_jsonl(os.path.join(folder, 'results.jsonl'))
         check_numbers(records, os.path.join(folder, 'results.jsonl'))
-        test, stale = current_test(records, opts.get('color_var'), tag)
+        cls = methods.METHODS.get(str(opts.get('method')))
+        view = gray_view_of_tag(tag) if cls is not None and cls.gray else None
+        test, stale = current_test(records, opts.get('color_var'), tag, view)
+        if test is None and stale is None and view is not None:
+            other = current_test(records, opts.get('color_var'), tag)[0]
+            if other is not None:
+                print(f'warning: {os.path.relpath(folder, root)}: its {tag!r} record is of the '
+                      f'{other.get("gray_view") or "luminance"} grey view, the tables report the {view} one '
+                      f'(test.py -e {folder} evaluates it); not counted', file=sys.stderr)
         epochs = {}
         for r in records:
             if 'test_acc' not in r and isinstance(r.get('epoch'), int):

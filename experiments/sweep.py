@@ -68,10 +68,13 @@ def learning_rate(cls, args):
     return cls.lr if override is None else override
 
 
-def has_test_record(run_dir, color_var=None):
-    """Whether the run holds a test record of its last trained epoch (on ``color_var``)."""
-    path = os.path.join(run_dir, 'results.jsonl')
-    return os.path.exists(path) and records.current_test(read_jsonl(path), color_var)[0] is not None
+def has_test_record(spec):
+    """Whether the run holds a test record of its last trained epoch on its sigma^2 (for a grey-input
+    method: of the grey view the tables report)."""
+    path = os.path.join(spec['run_dir'], 'results.jsonl')
+    view = records.gray_view_of_tag('test') if methods.get(spec['method']).gray else None
+    return os.path.exists(path) and records.current_test(read_jsonl(path), spec['color_var'], gray_view=view)[0] \
+        is not None
 
 
 def finished_checkpoint(run_dir):
@@ -131,7 +134,7 @@ def status(spec):
     if RunLock.holder(run_dir) is not None:
         return 'running'
     if os.path.exists(os.path.join(run_dir, 'done')):
-        return 'done' if has_test_record(run_dir, spec['color_var']) else 'trained'
+        return 'done' if has_test_record(spec) else 'trained'
     if os.path.isdir(run_dir) and any(f.startswith('checkpoint_') for f in os.listdir(run_dir)):
         return 'partial'
     return 'new'

@@ -55,3 +55,27 @@ def test_bad_sides_are_one_line(tmp_path):
     _run(tmp_path, 'gray', 1, [('test', 0.79)])
     assert_user_error(run_py(['-m', 'experiments.ab', str(tmp_path), f'b={tmp_path}']), 'LABEL=DIR')
     assert_user_error(run_py(['-m', 'experiments.ab', f'a={tmp_path}', f'b={tmp_path}:nothing']), 'no run of')
+
+
+def test_tables_report_a_grey_method_only_on_the_default_view(tmp_path, monkeypatch, capsys):
+    """A Gray run's 'test' record counts only when it evaluated the grey view the tables report
+    (dataset.tensors.DEFAULT_GRAY_VIEW; a record without gray_view is of the luminance view); the sweep then
+    tests the run again."""
+    from dataset import tensors
+    from experiments import sweep
+    run = tmp_path / 'gray_var0.020_seed1'
+    run.mkdir()
+    (run / 'options.json').write_text(json.dumps({'method': 'gray', 'color_var': 0.02, 'random_seed': 1}))
+    (run / 'done').write_text('checkpoint_last.pth\n')
+    lines = [{'epoch': 1}, {'tag': 'test', 'test_acc': 0.79, 'epoch': 1, 'gray_input': True}]
+    (run / 'results.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in lines))
+    spec = {'run_dir': str(run), 'method': 'gray', 'color_var': 0.02, 'name': run.name}
+    monkeypatch.setattr(tensors, 'DEFAULT_GRAY_VIEW', 'luminance')
+    assert records.load_runs(tmp_path)[0]['test']['test_acc'] == 0.79 and sweep.status(spec) == 'done'
+    monkeypatch.setattr(tensors, 'DEFAULT_GRAY_VIEW', 'original')
+    assert records.load_runs(tmp_path)[0]['test'] is None and sweep.status(spec) == 'trained'
+    assert 'is of the luminance grey view, the tables report the original one' in capsys.readouterr().err
+    with open(run / 'results.jsonl', 'a') as fh:
+        fh.write(json.dumps({'tag': 'test', 'test_acc': 0.84, 'epoch': 1, 'gray_input': True,
+                             'gray_view': 'original'}) + '\n')
+    assert records.load_runs(tmp_path)[0]['test']['test_acc'] == 0.84 and sweep.status(spec) == 'done'
