@@ -90,7 +90,7 @@ class Split:
 GRAY_VIEWS = ('luminance', 'original')
 # The test view of a grey-input method (Gray) that tables report and the per-epoch monitor uses; test.py
 # --gray_view evaluates the other one under the tag test_<view>. See the README ("Gray's test view").
-DEFAULT_GRAY_VIEW = 'luminance'
+DEFAULT_GRAY_VIEW = 'original'
 
 
 def view_tag(view):

@@ -81,7 +81,12 @@ def main(argv=None):
                   'again)', file=sys.stderr)
     if args.methods:
         agg['methods'] = [m for m in agg['methods'] if m in args.methods]
-    stale = {r['name'] for r in runs if r['stale_test'] is not None}
+    for run in runs:
+        if run['other_view'] is not None:
+            found, wanted = run['other_view']
+            print(f'warning: {run["name"]}: its {args.tag!r} record is of the {found} grey view, the tables report '
+                  f'the {wanted} one (test.py -e {run["path"]} evaluates it); not counted', file=sys.stderr)
+    stale = {r['name'] for r in runs if r['stale_test'] is not None or r['other_view'] is not None}
     for name in agg['incomplete']:
         if name not in stale:
             print(f'warning: {name}: no {args.tag!r} record of its sigma^2 yet (run test.py); not counted',

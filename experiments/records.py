@@ -115,12 +115,11 @@ def load_runs(root, tag='test'):
         cls = methods.METHODS.get(str(opts.get('method')))
         view = gray_view_of_tag(tag) if cls is not None and cls.gray else None
         test, stale = current_test(records, opts.get('color_var'), tag, view)
+        other_view = None
         if test is None and stale is None and view is not None:
             other = current_test(records, opts.get('color_var'), tag)[0]
             if other is not None:
-                print(f'warning: {os.path.relpath(folder, root)}: its {tag!r} record is of the '
-                      f'{other.get("gray_view") or "luminance"} grey view, the tables report the {view} one '
-                      f'(test.py -e {folder} evaluates it); not counted', file=sys.stderr)
+                other_view = (other.get('gray_view') or 'luminance', view)
         epochs = {}
         for r in records:
             if 'test_acc' not in r and isinstance(r.get('epoch'), int):
@@ -143,6 +142,7 @@ def load_runs(root, tag='test'):
             'seed': opts.get('random_seed'),
             'test': test,
             'stale_test': stale,
+            'other_view': other_view,
             'epochs': epochs,
             'dry_run': bool(opts.get('dry_run') or (test or {}).get('dry_run')
                             or any(r.get('dry_run') for r in epochs.values())),

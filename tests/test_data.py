@@ -415,8 +415,9 @@ def test_gray_test_views(small_data_dir):
     from dataset.tensors import load_splits, normalize, to_gray
     path = colored_mnist.file_path(str(small_data_dir), SMALL_VAR)
     data = colored_mnist.load(path)
-    lum = load_splits(path, gray=True)
+    lum = load_splits(path, gray=True, gray_view='luminance')
     orig = load_splits(path, gray=True, gray_view='original')
+    assert torch.equal(load_splits(path, gray=True)['test'].images, orig['test'].images)  # the default view
     assert torch.equal(lum['test'].images, normalize(to_gray(data['test_image'])))
     assert torch.equal(orig['test'].images, normalize(np.repeat(data['test_gray'][..., None], 3, axis=-1)))
     assert not torch.equal(lum['test'].images, orig['test'].images)
@@ -506,6 +507,7 @@ def test_test_gray_is_optional_unless_the_original_grey_view_is_asked_for(tmp_pa
     del data['test_gray']
     path = colored_mnist.file_path(str(tmp_path), 0.02)
     colored_mnist.save(data, path)
-    assert len(load_splits(path, gray=True)['test']) == 32
+    assert len(load_splits(path, gray=True, gray_view='luminance')['test']) == 32
+    assert len(load_splits(path)['test']) == 32  # a colour-input method never reads it
     with pytest.raises(UserError, match='no test_gray'):
         load_splits(path, gray=True, gray_view='original')

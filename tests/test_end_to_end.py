@@ -157,8 +157,10 @@ def test_mid_epoch_resume_across_a_learning_rate_step_is_bit_exact(small_data_di
 
 
 def test_gray_trains_and_is_tested_on_the_grey_view(small_data_dir, tmp_path, monkeypatch):
-    """Every training batch Gray steps on, and every test input test.py feeds it, is the luminance view of
-    the coloured digits: the three channels, un-normalised, are equal and are the rounded BT.601 luma."""
+    """Every training batch Gray steps on is the luminance view of the coloured digits (the three channels,
+    un-normalised, are equal and are the rounded BT.601 luma); test.py feeds it the grey view the tables
+    report (the file's test_gray) by default, and the luminance view with --gray_view luminance."""
+    import numpy as np
     import methods
     import test as test_py
     from dataset import colored_mnist
@@ -179,7 +181,10 @@ def test_gray_trains_and_is_tested_on_the_grey_view(small_data_dir, tmp_path, mo
     monkeypatch.setattr(test_py, 'evaluate', lambda net, split, *a, **k: fed.append(split.images) or
                         evaluate(net, split, *a, **k))
     assert run_py(['test.py', '-e', 'g', '--save_dir', tmp_path / 'runs', '--data_dir', small_data_dir]).returncode == 0
-    assert torch.equal(fed[0].contiguous(), normalize(to_gray(data['test_image'])))
+    assert torch.equal(fed[0].contiguous(), normalize(np.repeat(data['test_gray'][..., None], 3, axis=-1)))
+    assert run_py(['test.py', '-e', 'g', '--save_dir', tmp_path / 'runs', '--data_dir', small_data_dir,
+                   '--gray_view', 'luminance']).returncode == 0
+    assert torch.equal(fed[1].contiguous(), normalize(to_gray(data['test_image'])))
 
 
 def test_train_sh_continues_after_an_interruption_and_test_sh_evaluates(small_data_dir, tmp_path):

@@ -385,13 +385,16 @@ def test_test_py_accepts_a_run_folder_path_and_refuses_a_bad_name(small_data_dir
 def test_test_py_records_which_grey_view_it_evaluated(small_data_dir, tmp_path):
     runs = tmp_path / 'runs'
     assert run_py(train_args(small_data_dir, runs, 'g', '--method', 'gray', '--dry_run', '--max_step', 1)).returncode == 0
-    for extra in ([], ['--gray_view', 'original']):
+    for extra in (['--gray_view', 'luminance'], ['--gray_view', 'original']):
         proc = run_py(['test.py', '-e', 'g', '--save_dir', runs, '--data_dir', small_data_dir, '--no_generate'] + extra)
         assert proc.returncode == 0, proc.stderr
     tests = [r for r in read_jsonl(str(runs / 'g' / 'results.jsonl')) if 'test_acc' in r]
-    assert [(t['tag'], t['gray_view']) for t in tests] == [('test', 'luminance'), ('test_original', 'original')]
-    assert records.load_runs(runs)[0]['test']['gray_view'] == 'luminance'
-    assert records.load_runs(runs, tag='test_original')[0]['test']['gray_view'] == 'original'
+    from dataset.tensors import DEFAULT_GRAY_VIEW, view_tag
+    assert DEFAULT_GRAY_VIEW == 'original'  # the README's choice (Gray's test view)
+    assert [(t['tag'], t['gray_view']) for t in tests] == [('test_luminance', 'luminance'), ('test', 'original')]
+    assert view_tag('luminance') == 'test_luminance' and view_tag('original') == 'test'
+    assert records.load_runs(runs)[0]['test']['gray_view'] == 'original'
+    assert records.load_runs(runs, tag='test_luminance')[0]['test']['gray_view'] == 'luminance'
 
 
 def test_folders_that_cannot_be_written_are_one_line(small_data_dir, tmp_path):
