@@ -233,6 +233,20 @@ class RunLock:
         return None
 
 
+def without_options(argv, names):
+    """``argv`` without the options ``names`` and their values (``--name VALUE`` or ``--name=VALUE``): the
+    command a generated README section shows, without where it wrote or the texts it keeps elsewhere."""
+    out, skip = [], False
+    for a in map(str, argv):
+        if skip:
+            skip = False
+        elif a in names:
+            skip = True
+        elif not a.startswith(tuple(n + '=' for n in names)):
+            out.append(a)
+    return out
+
+
 def replace_readme_section(readme, name, body):
     """Replace the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in ``readme``.
 

@@ -80,7 +80,7 @@ from option import get_option  # noqa: E402
 BIN_WIDTH = 32  # the authors' colour bins: value // 32
 from utils import (Parser, UserError, atomic_write_text, cpu_features, format_table, native_bf16,  # noqa: E402
                    nonneg_int, positive_int, replace_readme_section, resolve_device, resolve_precision, run_main,
-                   seed_everything)
+                   seed_everything, without_options)
 
 EPOCH_IMAGES = 60000
 BATCH_SIZE = 128
@@ -559,15 +559,7 @@ def main(argv=None):
     if args.json:
         atomic_write_text(args.json, line + '\n')
     if args.readme:
-        given = list(argv if argv is not None else sys.argv[1:])
-        shown, skip = [], False
-        for a in given:  # the command without where its output was written
-            if skip:
-                skip = False
-            elif a in ('--readme', '--train_time_readme'):
-                skip = True
-            elif not a.startswith(('--readme=', '--train_time_readme=')):
-                shown.append(a)
+        shown = without_options(argv if argv is not None else sys.argv[1:], ('--readme', '--train_time_readme'))
         cmd = 'python benchmarks/speed.py ' + ' '.join(shown)
         replace_readme_section(args.readme, args.section, f'```\n$ {cmd.strip()}\n{report(res, data_desc)}\n```')
         with contextlib.suppress(UserError):  # a README without the section keeps only the table

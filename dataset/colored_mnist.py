@@ -53,7 +53,7 @@ if __package__ in (None, ''):  # run as a script: make the repository root impor
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset.mnist_raw import load_mnist  # noqa: E402
-from utils import DATA_DIR, Parser, UserError, atomic_open, run_main, seed_number  # noqa: E402
+from utils import DATA_DIR, Parser, UserError, atomic_open, run_main, seed_number, sha256_file  # noqa: E402
 
 # The mean colour of each digit class (RGB, 0..255), with a name for each, per palette.
 # released: fitted to the per-class statistics of the authors' released sigma^2 = 0.020 file
@@ -440,15 +440,6 @@ def write_variances(data_dir, variances, seed=DEFAULT_SEED, mnist_dir=None, cach
     return paths
 
 
-def file_sha256(path):
-    import hashlib
-    digest = hashlib.sha256()
-    with open(path, 'rb') as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def add_palette_argument(parser):
     """The ``--palette`` option, the same for the generator, train.py and sweep.py."""
     parser.add_argument('--palette', choices=sorted(PALETTES), default=DEFAULT_PALETTE,
@@ -511,7 +502,7 @@ def main(argv=None):
     for path in write_variances(args.data_dir, variances, seed=args.seed, mnist_dir=args.mnist_dir,
                                 cache_dir=args.cache_dir, palette=args.palette):
         load(path)  # read back and validated, as train.py will read it
-        print(f'{path}  sha256 {file_sha256(path)}')
+        print(f'{path}  sha256 {sha256_file(path)}')
 
 
 def check_file(path, readme=None, section='palette_check'):

@@ -15,7 +15,7 @@ import os
 
 from experiments import records
 from experiments.figures import display_name
-from utils import Parser, UserError, format_table, markdown_table, replace_readme_section, run_main
+from utils import Parser, UserError, format_table, markdown_table, replace_readme_section, run_main, without_options
 
 
 def side(text):
@@ -139,14 +139,7 @@ def main(argv=None):
     print(format_table(header(a, b), body, title=title, align='lllrrrr'))
     if args.readme:
         text = f'{title}.\n\n'
-        shown, skip = [], False
-        for x in map(str, argv):  # the command without the texts kept in the provenance file
-            if skip:
-                skip = False
-            elif x in ('--title', '--command'):
-                skip = True
-            elif not x.startswith(('--title=', '--command=')):
-                shown.append(x)
+        shown = without_options(argv, ('--title', '--command'))  # those texts are in the provenance file
         text += 'Produced by:\n\n```\n' + (command.strip() + '\n' if command else '') + \
             f'python -m experiments.ab {shlex.join(shown)}\n```\n\n'
         text += markdown_table(header(a, b), body, align='lllrrrr') + '\n'

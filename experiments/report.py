@@ -8,7 +8,7 @@ import shlex
 from experiments.figures import display_name
 from experiments import records
 from experiments.records import PAPER_FIG4, last_epoch_gains, probed_methods, shortfalls
-from utils import format_table, markdown_table
+from utils import format_table, markdown_table, without_options
 
 DASH = '—'
 SMOKE = 'SMOKE RUN (--dry_run): these numbers check the pipeline, they are not results'
@@ -125,15 +125,7 @@ def to_csv(agg):
 
 def shown_argv(argv):
     """A command's arguments as a shell line, without the texts of --command and --budget."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a in ('--command', '--budget'):
-            skip = True
-        elif not a.startswith(('--command=', '--budget=')):
-            out.append(a)
-    return shlex.join(out)
+    return shlex.join(without_options(argv, ('--command', '--budget')))
 
 
 def readme_body(agg, runs, pngs, readme, budget=None, command=None, argv_shown=''):

@@ -190,17 +190,22 @@ def test_color_target_of_hand_made_image():
     assert (t[0, :, 5:, 5:] == 255).all()
 
 
-def test_color_target_matches_pil():
+def _pil_target(img):
+    """The authors' colour target through PIL: a nearest-neighbour 14x14 resize, value // 32, 255 on black."""
     from PIL import Image
-    data = colored_mnist.generate(fake_mnist(64, 8), 0.05, seed=1)
-    img = data['train_image']
     ref = []
     for im in img:
         s = np.asarray(Image.fromarray(im).resize((14, 14), Image.NEAREST)).transpose(2, 0, 1).astype(np.int64)
         lab = s // 32
         lab[s == 0] = 255
         ref.append(lab)
-    assert (color_target(img).numpy() == np.stack(ref)).all()
+    return np.stack(ref)
+
+
+def test_color_target_matches_pil():
+    data = colored_mnist.generate(fake_mnist(64, 8), 0.05, seed=1)
+    img = data['train_image']
+    assert (color_target(img).numpy() == _pil_target(img)).all()
 
 
 def test_tensors_normalised_and_gray_view():
@@ -488,17 +493,10 @@ def test_sampling_joint_law_per_class():
 def test_color_target_matches_pil_on_unaligned_strokes():
     """Random pixels everywhere (no 2-pixel alignment): sampling any other pixel of a 2x2 block than PIL's
     (source index 2i + 1) fails."""
-    from PIL import Image
     rng = np.random.default_rng(7)
     img = rng.integers(0, 256, size=(16, 28, 28, 3)).astype(np.uint8)
     img[rng.random((16, 28, 28)) < 0.4] = 0  # background pixels
-    ref = []
-    for im in img:
-        s = np.asarray(Image.fromarray(im).resize((14, 14), Image.NEAREST)).transpose(2, 0, 1).astype(np.int64)
-        lab = s // 32
-        lab[s == 0] = 255
-        ref.append(lab)
-    assert (color_target(img).numpy() == np.stack(ref)).all()
+    assert (color_target(img).numpy() == _pil_target(img)).all()
 
 
 def test_test_gray_is_optional_unless_the_original_grey_view_is_asked_for(tmp_path):
