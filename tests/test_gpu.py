@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA d
 def test_folded_f_matches_the_literal_f_on_cuda():
     from models import ConvNet
     torch.manual_seed(0)
-    fast = ConvNet().cuda()
+    fast = ConvNet().to('cuda')
     ref = copy.deepcopy(fast)
     ref.fast_f = False
     x = torch.randn(32, 3, 28, 28, device='cuda') * 0.7 + 0.3
