@@ -25,7 +25,8 @@ Objectives, with the log key of each term in brackets:
 * ``blindeye`` (Alvi et al., ECCV-W 2018): f, g minimise CE(g(f(x)), y) [``loss_cls``] +
   alpha * CE(uniform, h(f(x))) [``loss_conf``] (averaged over R, G, B); h minimises its own
   CE_R + CE_G + CE_B [``loss_color``] on features detached from f.
-* ``gray``: the baseline trained and tested on the luminance view of the images.
+* ``gray``: the baseline trained on the luminance view of the images and tested on a grey view
+  (``dataset.tensors.DEFAULT_GRAY_VIEW``: the file's ``test_gray`` digits; see test.py ``--gray_view``).
 
 Every method logs ``acc`` (train accuracy on the batches it stepped on); methods with h also log
 ``color_acc`` (h's bin accuracy on non-background positions).
