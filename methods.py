@@ -113,7 +113,7 @@ class Method:
     ``name``             the ``--method`` value and registry key
     ``display``          its name in tables and figures
     ``plot_color``       the colour of its curves
-    ``gray``             trained and tested on the luminance view of the images
+    ``gray``             trained on the luminance view of the images, tested on a grey view (test.py --gray_view)
     ``uses_h``           has a colour predictor h that is trained (checkpointed, evaluated by test.py)
     ``start_from``       ``None``, or the method whose run of the same sigma^2 and seed it starts from
     ``lr``               the learning rate of its runs in the authors' recipe (the sweep, train.sh)

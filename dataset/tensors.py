@@ -122,8 +122,10 @@ def load_splits(path, gray=False, val_size=0, seed=0, num_bins=NUM_BINS, color_v
     colours come from the file (``palette`` for a file that does not record them, said through ``log``).
     ``first`` = ``(n_train, n_test)`` keeps only the first images of each split (a smoke run).
     ``check_data_seed``: refuse a file generated with another seed than ``data_seed`` (see
-    :func:`colored_mnist.check_seed`); the seed the file records goes to ``seed_found``. ``gray_view`` (with ``gray``): the test images' grey view, ``luminance`` of the coloured digits or the
-    file's ``original`` grey digits (``test_gray``); training always uses the luminance view.
+    :func:`colored_mnist.check_seed`); the seed the file records goes to ``seed_found``. ``gray_view``
+    (with ``gray``): the test images' grey view, ``luminance`` of the coloured digits or the file's
+    ``original`` grey digits (``test_gray``; default :data:`DEFAULT_GRAY_VIEW`); training always uses the
+    luminance view.
     """
     gray_view = gray_view or DEFAULT_GRAY_VIEW
     if gray_view not in GRAY_VIEWS:
