@@ -10,19 +10,19 @@ import utils
 
 def test_auto_picks_bf16_only_where_the_cpu_has_it(monkeypatch):
     cpu = torch.device('cpu')
-    monkeypatch.setattr(utils, 'cpu_features', lambda: {'avx2', 'avx512f', 'avx512_bf16'})
+    monkeypatch.setattr(utils.runtime, 'cpu_features', lambda: {'avx2', 'avx512f', 'avx512_bf16'})
     opt = get_option(['-e', 'x', '--precision', 'auto'])
     assert utils.resolve_precision(opt, cpu) == 'bf16' and opt.amp and opt.precision_requested == 'auto'
     assert utils.resolve_precision(get_option(['-e', 'x']), cpu) == 'bf16'  # auto is the default
-    monkeypatch.setattr(utils, 'cpu_features', lambda: {'avx2', 'amx_bf16'})
+    monkeypatch.setattr(utils.runtime, 'cpu_features', lambda: {'avx2', 'amx_bf16'})
     assert utils.resolve_precision(get_option(['-e', 'x', '--precision', 'auto']), cpu) == 'bf16'
-    monkeypatch.setattr(utils, 'cpu_features', lambda: {'avx2', 'avx512f'})
+    monkeypatch.setattr(utils.runtime, 'cpu_features', lambda: {'avx2', 'avx512f'})
     opt = get_option(['-e', 'x', '--precision', 'auto'])
     assert utils.resolve_precision(opt, cpu) == 'fp32' and not opt.amp
 
 
 def test_explicit_choices_and_the_amp_alias(monkeypatch):
-    monkeypatch.setattr(utils, 'cpu_features', lambda: set())
+    monkeypatch.setattr(utils.runtime, 'cpu_features', lambda: set())
     cpu = torch.device('cpu')
     opt = get_option(['-e', 'x'])
     assert opt.precision == 'auto' and utils.resolve_precision(opt, cpu) == 'fp32'  # auto, no native bf16 here

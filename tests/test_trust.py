@@ -389,7 +389,7 @@ def test_a_diverging_checkpoint_is_not_called_good():
 def test_atomic_writes_flush_the_folder(tmp_path, monkeypatch):
     import utils
     seen = []
-    monkeypatch.setattr(utils, 'fsync_dir', lambda folder: seen.append(folder))
+    monkeypatch.setattr(utils.files, 'fsync_dir', lambda folder: seen.append(folder))
     utils.atomic_write_text(str(tmp_path / 'f.txt'), 'x')
     assert seen == [str(tmp_path)] and (tmp_path / 'f.txt').read_text() == 'x'
 

@@ -1,0 +1,113 @@
+"""The command-line parser of every entry point and the value checks of its options."""
+import argparse
+import math
+import os
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Shows ``(default: X)`` after an option's help, unless the help already says it or there is no
+    default worth showing (None, False, an empty list)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ''
+        if '(default' in text or action.default in (None, False, [], argparse.SUPPRESS) or \
+                isinstance(action, argparse._StoreFalseAction) or \
+                action.option_strings == [] and action.nargs in ('?', '*') and action.default is None:
+            return text
+        if action.option_strings or action.nargs in ('?', '*'):
+            return text + ' (default: %(default)s)'
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    """The command-line parser of every entry point: no abbreviated flags (``--max`` is not ``--max_step``),
+    defaults in the help, and a close-match hint for a misspelled flag (``--max-step`` -> ``--max_step``)."""
+
+    def __init__(self, *args, epilog_hint=None, **kwargs):
+        kwargs.setdefault('allow_abbrev', False)
+        kwargs.setdefault('formatter_class', _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+        self.epilog_hint = epilog_hint
+
+    def error(self, message):
+        import difflib
+        import re
+        known = [s for a in self._actions for s in a.option_strings]
+        hints = []
+        if 'unrecognized arguments' in message:
+            for arg in message.split('unrecognized arguments:', 1)[1].split():
+                flag = arg.split('=', 1)[0]
+                if not flag.startswith('-'):
+                    continue
+                close = difflib.get_close_matches(flag.replace('-', '_').replace('__', '--', 1), known, n=1,
+                                                  cutoff=0.6) or difflib.get_close_matches(flag, known, n=1)
+                if close:
+                    hints.append(f'{flag}: did you mean {close[0]}?')
+            if self.epilog_hint:
+                hints.append(self.epilog_hint)
+        if hints:
+            message = message + ' (' + '; '.join(hints) + ')'
+        message = re.sub(r'\s+', ' ', message)
+        super().error(message)
+
+
+# -- value checks of command-line options ------------------------------------------------------------
+
+def number(kind, low=None, low_open=True, high=None):
+    """An argparse ``type``: a finite ``kind`` (int or float) above ``low`` (or at least ``low`` when not
+    ``low_open``) and at most ``high``."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not a valid {kind.__name__}') from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f'must be a finite number, got {text}')
+        if low is not None and (value <= low if low_open else value < low):
+            raise argparse.ArgumentTypeError(f'must be {">" if low_open else ">="} {low}, got {text}')
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f'must be <= {high}, got {text}')
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def run_name(text):
+    """An argparse ``type`` for ``-e/--exp_name``: one folder name under ``--save_dir`` (no separator, not
+    ``.`` or ``..``, not empty, at most 200 bytes), so that a run never writes outside ``--save_dir``."""
+    if text in ('', '.', '..') or '/' in text or os.sep in text or '\0' in text or \
+            (os.altsep and os.altsep in text):
+        raise argparse.ArgumentTypeError(f'{text!r} is not a run name: give one folder name (letters, digits, '
+                                         '._-), not a path; the run goes to --save_dir/NAME')
+    if len(text.encode('utf-8', 'surrogateescape')) > 200:
+        raise argparse.ArgumentTypeError(f'a run name has at most 200 bytes, got {len(text)} characters')
+    return text
+
+
+def seed_number(text):
+    """An argparse ``type`` for seeds: an integer in 0 .. 2**32 - 1 (what NumPy's and PyTorch's generators
+    take alike)."""
+    return number(int, 0, low_open=False, high=2 ** 32 - 1)(text)
+
+
+def existing_or_new_folder(text):
+    """An argparse ``type`` for a folder option: refused when a file (not a folder) is there."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f'{text} is a file, not a folder; give a folder (it is made when missing)')
+    return text
+
+
+def thread_count(text):
+    """An argparse ``type`` for ``--threads``: 1 .. the cores this process may use."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    value = number(int, 0)(text)
+    if value > cores:
+        raise argparse.ArgumentTypeError(f'{value} threads on {cores} available core(s) would oversubscribe them '
+                                         f'(every step waits for the slowest thread); give at most {cores}')
+    return value
+
+
+positive_float = number(float, 0.0)
+nonneg_float = number(float, 0.0, low_open=False)
+positive_int = number(int, 0)
+nonneg_int = number(int, 0, low_open=False)
