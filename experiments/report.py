@@ -7,6 +7,7 @@ import shlex
 
 from experiments.figures import display_name
 from experiments import records
+import methods
 from experiments.records import PAPER_FIG4, last_epoch_gains, probed_methods, shortfalls
 from utils import format_table, markdown_table, without_options
 
@@ -38,8 +39,10 @@ def tables(agg):
     fig4 = [[display_name(m)] + [accuracy_cell(cells.get((m, cv)), PAPER_FIG4.get(m, {}).get(cv)) for cv in cvs]
             for m in shown]
     colour = []
-    for key, count, label in (('probe_color_acc', 'probe_n', 'probe colour acc'), ('color_acc', 'color_n', 'h colour acc')):
-        for m in probed_methods():
+    with_h = [m for m in agg['methods'] if m in methods.METHODS and methods.METHODS[m].uses_h]
+    for key, count, label, rows in (('probe_color_acc', 'probe_n', 'probe colour acc', probed_methods()),
+                                    ('color_acc', 'color_n', 'h colour acc', with_h)):
+        for m in rows:
             if m not in agg['methods']:
                 continue  # a method left out with --methods
             row = [f'{display_name(m)}: {label}']
