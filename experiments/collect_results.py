@@ -29,6 +29,7 @@ import os
 import sys
 
 from dataset.colored_mnist import color_variance
+from dataset.tensors import DEFAULT_GRAY_VIEW, GRAY_VIEWS
 from experiments import figures, records, report
 from utils import Parser, UserError, atomic_write_text, replace_readme_section, run_main
 
@@ -46,6 +47,9 @@ def build_parser():
     p.add_argument('--tag', default='test',
                    help='which test.py evaluation of each run to report (its --tag; a run\'s newest one of its '
                         'last epoch and its own sigma^2 counts)')
+    p.add_argument('--gray_view', choices=GRAY_VIEWS, default=None,
+                   help='the grey view of the Gray records to report (default: the one the tables report, '
+                        f'{DEFAULT_GRAY_VIEW}; records without gray_view are of the luminance view)')
     p.add_argument('--readme', default=None, metavar='README',
                    help='also write the Markdown tables between the <!-- NAME:begin/end --> markers of this file')
     p.add_argument('--command', default=None,
@@ -72,7 +76,7 @@ def provenance(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    runs = records.load_runs(args.dir, tag=args.tag)
+    runs = records.load_runs(args.dir, tag=args.tag, gray_view=args.gray_view)
     agg = records.aggregate(runs)
     for run in runs:
         if run['test'] is None and run['stale_test'] is not None:

@@ -90,7 +90,7 @@ def gray_view_of_tag(tag):
     return view if view in GRAY_VIEWS else DEFAULT_GRAY_VIEW
 
 
-def load_runs(root, tag='test'):
+def load_runs(root, tag='test', gray_view=None):
     """One dict per run folder under ``root``, sorted by folder.
 
     Keys: ``name`` (folder relative to root), ``path``, ``method`` (lower case), ``color_var`` ('%.3f'
@@ -113,7 +113,7 @@ def load_runs(root, tag='test'):
         records = read_jsonl(os.path.join(folder, 'results.jsonl'))
         check_numbers(records, os.path.join(folder, 'results.jsonl'))
         cls = methods.METHODS.get(str(opts.get('method')))
-        view = gray_view_of_tag(tag) if cls is not None and cls.gray else None
+        view = (gray_view or gray_view_of_tag(tag)) if cls is not None and cls.gray else None
         test, stale = current_test(records, opts.get('color_var'), tag, view)
         other_view = None
         if test is None and stale is None and view is not None:

@@ -75,6 +75,7 @@ def test_tables_report_a_grey_method_only_on_the_default_view(tmp_path, monkeypa
     monkeypatch.setattr(tensors, 'DEFAULT_GRAY_VIEW', 'original')
     assert records.load_runs(tmp_path)[0]['test'] is None and sweep.status(spec) == 'trained'
     assert records.load_runs(tmp_path)[0]['other_view'] == ('luminance', 'original')
+    assert records.load_runs(tmp_path, gray_view='luminance')[0]['test']['test_acc'] == 0.79  # collect_results --gray_view
     with open(run / 'results.jsonl', 'a') as fh:
         fh.write(json.dumps({'tag': 'test', 'test_acc': 0.84, 'epoch': 1, 'gray_input': True,
                              'gray_view': 'original'}) + '\n')
