@@ -303,6 +303,18 @@ def _checkpoint(small_data_dir, tmp_path):
     return torch.load(runs / 'r' / 'checkpoint_last.pth', weights_only=True)
 
 
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """(data folder, checkpoint path) of one LNL dry run, made once for the checks that only read it."""
+    from conftest import fake_mnist
+    from dataset import colored_mnist
+    root = tmp_path_factory.mktemp('trained')
+    data = colored_mnist.generate(fake_mnist(), SMALL_VAR, seed=3)
+    colored_mnist.save(data, colored_mnist.file_path(str(root / 'data'), SMALL_VAR))
+    _checkpoint(root / 'data', root)
+    return root / 'data', root / 'runs' / 'r' / 'checkpoint_last.pth'
+
+
 @pytest.mark.parametrize('change,fragment', [
     (lambda c: c['config'].update(feat_ch=10 ** 7), 'feat_ch'),
     (lambda c: c['config'].update(num_bins=10 ** 6), 'num_bins'),
@@ -317,18 +329,20 @@ def _checkpoint(small_data_dir, tmp_path):
     (lambda c: c['options'].update(color_var='0.02'), 'color_var'),
     (lambda c: c['options'].update(method=5), 'method'),
     (lambda c: c['options'].update(dry_run='yes'), 'dry_run')])
-def test_test_py_checks_a_checkpoint_before_building_anything(small_data_dir, tmp_path, change, fragment):
+def test_test_py_checks_a_checkpoint_before_building_anything(trained, tmp_path, change, fragment):
     import torch
-    ckpt = _checkpoint(small_data_dir, tmp_path)
+    data_dir, path = trained
+    ckpt = torch.load(path, weights_only=True)
     change(ckpt)
     torch.save(ckpt, tmp_path / 'bad.pth')
-    proc = run_py(['test.py', '--checkpoint', tmp_path / 'bad.pth', '--data_dir', small_data_dir, '--no_generate'])
+    proc = run_py(['test.py', '--checkpoint', tmp_path / 'bad.pth', '--data_dir', data_dir, '--no_generate'])
     assert_user_error(proc, fragment)
 
 
-def test_resume_from_a_checkpoint_without_its_random_state_is_refused(small_data_dir, tmp_path):
+def test_resume_from_a_checkpoint_without_its_random_state_is_refused(trained, tmp_path):
     import torch
-    ckpt = _checkpoint(small_data_dir, tmp_path)
+    small_data_dir, path = trained
+    ckpt = torch.load(path, weights_only=True)
     del ckpt['rng']
     torch.save(ckpt, tmp_path / 'v1.pth')
     proc = run_py(train_args(small_data_dir, tmp_path / 'runs', 'r', '--method', 'lnl', '--dry_run', '--max_step', 2,
