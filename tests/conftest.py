@@ -61,7 +61,7 @@ def run_subprocess(args, timeout=300, **kw):
 ENTRY_POINTS = {('train.py',): 'train', ('test.py',): 'test', ('benchmarks/speed.py',): 'benchmarks.speed',
                 ('-m', 'experiments.sweep'): 'experiments.sweep',
                 ('-m', 'experiments.collect_results'): 'experiments.collect_results',
-                ('-m', 'experiments.parity'): 'experiments.parity',
+                ('-m', 'experiments.parity'): 'experiments.parity', ('-m', 'experiments.ab'): 'experiments.ab',
                 ('-m', 'dataset.colored_mnist'): 'dataset.colored_mnist'}
 
 

@@ -12,6 +12,7 @@ ENTRY_POINTS = {
     'sweep': (['-m', 'experiments.sweep'], ['--methods', 'lnl', '--out', '{tmp}'], 'lnl starts from the baseline run'),
     'collect_results': (['-m', 'experiments.collect_results'], ['{tmp}/missing'], 'does not exist'),
     'parity': (['-m', 'experiments.parity'], ['{tmp}/missing'], 'does not exist'),
+    'ab': (['-m', 'experiments.ab'], ['a={tmp}/missing', 'b={tmp}/missing'], 'does not exist'),
     'generator': (['-m', 'dataset.colored_mnist'], ['--color_var', '-0.1'], 'must be a positive number'),
     'speed': (['benchmarks/speed.py'], ['--n_images', '5'], '--n_images must be at least the batch size'),
 }

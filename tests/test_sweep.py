@@ -22,11 +22,12 @@ def test_local_sweep_relaunch_and_collect(small_data_dir, tmp_path):
     last = [json.loads(x) for x in (out / 'baseline_var0.020_seed1' / 'results.jsonl').read_text().splitlines()][-1]
     assert 'test_acc' in last and 'probe_color_acc' in last
 
-    # a relaunch skips finished runs; a half-finished one (no done marker) is resumed
-    proc = _sweep(small_data_dir, out, 'local', methods=('baseline',))
+    # a relaunch skips finished runs; a half-finished one (no done marker) is resumed (the relaunches run in
+    # this process: the local launcher's relaunch and resume after a kill are tested in test_sweep_trust.py)
+    proc = _sweep(small_data_dir, out, 'inprocess', methods=('baseline',))
     assert proc.returncode == 0 and 'skipped    baseline_var0.020_seed1' in proc.stdout, proc.stderr
     os.remove(out / 'baseline_var0.020_seed1' / 'done')
-    proc = _sweep(small_data_dir, out, 'local', methods=('baseline',))
+    proc = _sweep(small_data_dir, out, 'inprocess', methods=('baseline',))
     assert proc.returncode == 0, proc.stderr
     assert 'finished   baseline_var0.020_seed1' in proc.stdout
     assert 'resumed from' in (out / 'baseline_var0.020_seed1' / 'train.log').read_text()
