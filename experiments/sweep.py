@@ -95,13 +95,14 @@ def requested_options(train_argv):
     return vars(get_option(train_argv))
 
 
-def differences(spec, train_argv=None):
+def differences(spec, train_argv=None, recorded=None):
     """How a run in ``spec['run_dir']`` differs from what the sweep asks of it: ``(diffs, extend)``, where
     ``diffs`` lists ``(option, recorded, requested)`` over the run-defining options (a run that trained more
     epochs than asked included) and ``extend`` is true when the run trained fewer epochs than asked (it is
     resumed to the requested number; the schedule does not depend on the total). ``(None, False)`` when the
-    folder holds no readable options.json."""
-    recorded = records.read_options(os.path.join(spec['run_dir'], 'options.json'))
+    folder holds no readable options.json. ``recorded``: the run's options when the caller has read them."""
+    if recorded is None:
+        recorded = records.read_options(os.path.join(spec['run_dir'], 'options.json'))
     if not recorded:
         return None, False
     asked = requested_options(spec['train'] if train_argv is None else train_argv)
@@ -243,8 +244,8 @@ def execute(spec, env=None, in_process=False, fresh=False, overwrite=False, show
     if fresh and state in ('done', 'trained', 'partial'):
         state = 'new'  # --overwrite below replaces it
     if state in ('done', 'trained', 'partial'):
-        diffs, extend = differences(spec, train)
         recorded = records.read_options(os.path.join(spec['run_dir'], 'options.json'))
+        diffs, extend = differences(spec, train, recorded)
         if spec.get('base') and recorded.get('pretrain_sha256') != digest:
             state, note = 'new', f' (trained again: {spec["base"]["name"]} changed since this run started from it)'
         elif diffs:
