@@ -8,11 +8,11 @@ Colored-MNIST (60,000 images at batch 128 = 469 iterations):
   running sums and the periodic finite check; the progress bar is off, as with ``--no_progress``);
 * ``floor``: ``method.update`` alone on one fixed in-memory batch (same method class, same memory
   layout): what the step costs when the pipeline costs nothing;
-* ``reference``: the authors' pipeline, written here compactly: a ``Dataset`` that turns every
-  uint8 image into a PIL image on every access (nearest-neighbour resize for the colour target,
-  ``ToTensor`` and ``Normalize``), a ``DataLoader`` (batch 128, shuffled, ``--num_workers``
-  workers) and the authors' training step in the default (contiguous) memory layout, without
-  autocast or ``torch.compile`` (the authors' code had neither). For the baseline that step is the
+* ``reference``: the authors' pipeline, written compactly in :mod:`benchmarks.reference_pipeline`: a
+  ``Dataset`` that turns every uint8 image into a PIL image on every access (nearest-neighbour resize for
+  the colour target, ``ToTensor`` and ``Normalize``), a ``DataLoader`` (batch 128, shuffled,
+  ``--num_workers`` workers) and the authors' training step in the default (contiguous) memory layout,
+  without autocast or ``torch.compile`` (the authors' code had neither). For the baseline that step is the
   project's own (the same operations). For LNL it is :class:`AuthorsLNLStep`, the same objective as
   the authors' ``_train_step`` computes it: step 1 also computes h's weight gradients (the authors
   discard them unused), step 2 runs the whole net, g included, and the entropy goes through
@@ -26,15 +26,13 @@ bf16; the CPU features found are printed). The reference is the authors' fp32.
 Measurements are interleaved: each round runs a block of every pipeline for every method (the order
 rotating between rounds), so background load hits all of them alike; each number is the median over
 rounds of the block's time per iteration. On CUDA the device is synchronised before every clock reading.
+Not ``torch.utils.benchmark.Timer``: it times one statement repeated back to back (on one thread unless told), while a
+block here is training iterations with their data loading, with untimed work inside (the reference's start-up batches),
+interleaved across pipelines, and its median is what this reports already (over rounds).
 
-Targets (checked with ``python benchmarks/speed.py --quick``; printed as PASS/FAIL):
-
-* baseline and LNL epochs each within 1.15x of their floor, at every precision measured
-  (``*_vs_floor_<precision> <= 1.15``);
-* at the precision train.py uses by default on this device (``default_precision``): with bf16 on a
-  device that computes it natively, baseline at least 4x and LNL at least 3x faster than the reference;
-  with fp32, at least 2.5x and 1.7x (``*_speedup_vs_reference``).
-
+The per-epoch numbers, the targets (printed as PASS/FAIL: each epoch within 1.15x of its floor; at
+train.py's default precision, a speed-up over the reference of 4x / 3x with native bf16, 2.5x / 1.7x with
+fp32) and the texts printed and written into the README are :mod:`benchmarks.speed_report`'s.
 The exit status is 0 whatever the result, unless ``--check`` is given (then 1 on a miss).
 
 Data: the real training set when ``--data_dir`` holds ``mnist_10color_jitter_var_0.020.npy``, else
@@ -54,8 +52,6 @@ import contextlib
 import json
 import math
 import os
-import platform
-import statistics
 import sys
 import time
 
@@ -65,36 +61,24 @@ if ROOT not in sys.path:  # run as ``python benchmarks/speed.py``: make the proj
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
-from torchvision import transforms  # noqa: E402
 
 import methods  # noqa: E402
 from trainer import Trainer  # noqa: E402
 from dataset import colored_mnist  # noqa: E402
-from dataset.tensors import IGNORE, MEAN, STD, make_split  # noqa: E402
-from models import color_loss  # noqa: E402
+from dataset.tensors import make_split  # noqa: E402
 from option import get_option  # noqa: E402
+from utils import (Parser, UserError, atomic_write_text, native_bf16, nonneg_int, positive_int,  # noqa: E402
+                   replace_readme_section, resolve_device, resolve_precision, run_main, seed_everything,
+                   without_options)
+# The authors' pipeline and the report, each in its own module; their names stay importable from here.
+from benchmarks.reference_pipeline import (BATCH_SIZE, BIN_WIDTH, PREFETCH_FACTOR, AuthorsLNLStep,  # noqa: E402,F401
+                                           AuthorsStyleDataset, reference_loader)
+from benchmarks.speed_report import (EPOCH_IMAGES, EPOCH_ITERS, FLOOR_TARGET, METHOD_NAMES,  # noqa: E402,F401
+                                     SHOWN_CPU_FLAGS, SPEEDUP_TARGETS, TRAIN_TIME_SECTION, device_name, display,
+                                     duration, report, summarise, targets, train_time_text)
 
-BIN_WIDTH = 32  # the authors' colour bins: value // 32
-from utils import (Parser, UserError, atomic_write_text, cpu_features, format_table, native_bf16,  # noqa: E402
-                   nonneg_int, positive_int, replace_readme_section, resolve_device, resolve_precision, run_main,
-                   seed_everything, without_options)
-
-EPOCH_IMAGES = 60000
-BATCH_SIZE = 128
-EPOCH_ITERS = math.ceil(EPOCH_IMAGES / BATCH_SIZE)  # 469
 COLOR_VAR = 0.020
-METHOD_NAMES = ('baseline', 'lnl')
 PRECISIONS = ('fp32', 'bf16')
-# The DataLoader default: the number of batches each worker holds ready.
-PREFETCH_FACTOR = 2
-
-FLOOR_TARGET = 1.15
-# Speed-up over the reference at train.py's default precision: (baseline, LNL), with bf16 where the device
-# computes it natively, and with fp32.
-SPEEDUP_TARGETS = {'bf16': (4.0, 3.0), 'fp32': (2.5, 1.7)}
 
 # Learning rates of the authors' scripts; they only matter in keeping the losses finite.
 LEARNING_RATES = {'baseline': 0.01, 'lnl': 0.001}
@@ -129,64 +113,6 @@ def load_data(data_dir, synthetic=False, n_images=None):
     why = '--synthetic' if synthetic else f'no {path}'
     images, labels = synthetic_colored_mnist(n_images or EPOCH_IMAGES)
     return images, labels, 'synthetic', f'synthetic Colored-MNIST-like ({why})'
-
-
-class AuthorsStyleDataset(Dataset):
-    """The authors' per-sample work: PIL image, 14x14 nearest resize for the colour-bin target
-    (255 where the channel is 0, else value // 32), ``ToTensor`` and ``Normalize``."""
-
-    def __init__(self, images, labels):
-        self.images, self.labels = images, labels
-        self.to_pil = transforms.ToPILImage()
-        self.to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        image = self.to_pil(self.images[index])
-        small = np.transpose(np.asarray(image.resize((14, 14), Image.NEAREST)), (2, 0, 1))
-        small = torch.from_numpy(small.astype(np.int64))
-        color = torch.where(small == 0, torch.full_like(small, IGNORE), small // BIN_WIDTH)
-        return self.to_tensor(image), color, int(self.labels[index])
-
-
-class AuthorsLNLStep:
-    """LNL's update as the authors' trainer computes it, on the networks and optimisers of a project
-    :class:`methods.LNL` (``lnl``). Step 1: f, g on CE + lambda * mean(sum p log p) of each head's
-    softmax, h left trainable (its weight gradients are computed, then zeroed unused); step 2: the
-    whole net forward (logits unused), h through the gradient-reversal layer, all optimisers step."""
-
-    def __init__(self, lnl):
-        self.lnl = lnl
-
-    def train(self, mode=True):
-        self.lnl.train(mode)
-
-    def update(self, images, colors, labels):
-        m, opt = self.lnl, self.lnl.opt
-        m.zero_grad()
-        feat, logits = m.net(images)
-        probs = [F.softmax(lg, dim=1) for lg in m.h(feat)]
-        loss_mi = sum(torch.mean(torch.sum(p * torch.log(p), 1)) for p in probs) / len(probs)
-        loss_cls = F.cross_entropy(logits, labels)
-        (loss_cls + opt.lambda_ * loss_mi).backward()
-        m.optimizers['net'].step()
-        m.zero_grad()
-        feat, _ = m.net(images)  # the authors' step 2 runs g as well; its logits go unused
-        loss_color = color_loss(m.h(methods.grad_reverse(feat, opt.mu)), colors)
-        loss_color.backward()
-        m.optimizers['net'].step()
-        m.optimizers['h'].step()
-        return {'loss_cls': loss_cls.detach(), 'loss_mi': loss_mi.detach(), 'loss_color': loss_color.detach()}
-
-
-def reference_loader(images, labels, num_workers, seed=0):
-    extra = {'prefetch_factor': PREFETCH_FACTOR} if num_workers else {}
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return DataLoader(AuthorsStyleDataset(images, labels), batch_size=BATCH_SIZE, shuffle=True,
-                      num_workers=num_workers, generator=generator, **extra)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -287,23 +213,8 @@ class Reference:
 
 
 # --------------------------------------------------------------------------------------------------
-# Measurement and report
+# Measurement
 # --------------------------------------------------------------------------------------------------
-
-def device_name(device):
-    if device.type == 'cuda':
-        return torch.cuda.get_device_name(device)
-    model = None
-    try:
-        with open('/proc/cpuinfo') as fh:
-            for line in fh:
-                if line.lower().startswith('model name'):
-                    model = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f'{model or platform.processor() or "unknown CPU"} ({os.cpu_count()} cores)'
-
 
 def build(name, device, args, reference=False, precision='fp32'):
     """A method object as train.py builds it; the reference one in the authors' settings (fp32)."""
@@ -354,108 +265,6 @@ def measure(args, device, images, labels, log):
             for kind in order:
                 times[name][kind].append(runners[name][kind].run(args.block) / args.block)
     return times
-
-
-def targets(out, precisions, default):
-    """{key: {'value', 'op', 'threshold', 'desc', 'pass'}}: ours within FLOOR_TARGET of its floor at every
-    precision measured; the speed-up over the reference at the default precision."""
-    found = {}
-
-    def add(key, op, threshold, desc):
-        value = out.get(key)
-        found[key] = {'value': value, 'op': op, 'threshold': threshold, 'desc': desc,
-                      'pass': None if value is None else (value <= threshold if op == '<=' else value >= threshold)}
-    for p in precisions:
-        for name in METHOD_NAMES:
-            add(f'{name}_vs_floor_{p}', '<=', FLOOR_TARGET,
-                f'{display(name)} epoch within {FLOOR_TARGET}x of its floor, {p}')
-    for name, threshold in zip(METHOD_NAMES, SPEEDUP_TARGETS[default]):
-        add(f'{name}_speedup_vs_reference', '>=', threshold,
-            f'{display(name)} >= {threshold}x faster than the reference ({default})')
-    return found
-
-
-def display(name):
-    return methods.get(name).display
-
-
-def summarise(times, args, device, data_kind):
-    epoch = {name: {kind: statistics.median(v) * EPOCH_ITERS for kind, v in per.items()}
-             for name, per in times.items()}
-    default = args.default_precision
-    headline = default if default in args.precisions else args.precisions[0]
-    out = {}
-    for name in METHOD_NAMES:
-        e = epoch.get(name)
-        out[f'reference_{name}_epoch_s'] = e and e['reference']
-        for p in args.precisions:
-            out[f'{name}_epoch_s_{p}'] = e and e[f'ours_{p}']
-            out[f'floor_{name}_epoch_s_{p}'] = e and e[f'floor_{p}']
-            out[f'{name}_vs_floor_{p}'] = e and e[f'ours_{p}'] / e[f'floor_{p}']
-            out[f'{name}_speedup_vs_reference_{p}'] = e and e['reference'] / e[f'ours_{p}']
-        for key in ('{}_epoch_s', 'floor_{}_epoch_s', '{}_vs_floor', '{}_speedup_vs_reference'):
-            out[key.format(name)] = out[key.format(name) + f'_{headline}']
-    out = {k: (round(v, 4) if v is not None else None) for k, v in out.items()}
-    out.update({
-        'device': device_name(device), 'device_type': device.type, 'torch': torch.__version__,
-        'threads': torch.get_num_threads(), 'channels_last': args.channels_last,
-        'precisions': list(args.precisions), 'default_precision': default, 'precision': headline,
-        'amp': headline == 'bf16', 'native_bf16': native_bf16(device),
-        'cpu_features': sorted(f for f in cpu_features() if f in SHOWN_CPU_FLAGS) if device.type == 'cpu' else [],
-        'compile': args.compile, 'iters': args.block * args.rounds, 'rounds': args.rounds,
-        'warmup': args.warmup, 'num_workers': args.num_workers, 'data': data_kind,
-        'n_images': args.n_images_used, 'epoch_iters': EPOCH_ITERS,
-        'spread_epoch_s': {name: {kind: [round(min(v) * EPOCH_ITERS, 4), round(max(v) * EPOCH_ITERS, 4)]
-                                  for kind, v in per.items()} for name, per in times.items()},
-    })
-    # the speed-up targets of the headline precision (bf16's only where the device computes it natively)
-    out['targets'] = targets(out, args.precisions, headline if headline == 'fp32' or out['native_bf16'] else 'fp32')
-    return out
-
-
-# CPU flags that decide the arithmetic: shown in the report
-SHOWN_CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile', 'amx_int8', 'avx512_fp16')
-
-
-def report(res, data_desc):
-    features = ', '.join(res['cpu_features']) or 'none of ' + ', '.join(SHOWN_CPU_FLAGS)
-    lines = [
-        f'Colored-MNIST training speed, one epoch = {EPOCH_IMAGES} images at batch {BATCH_SIZE} '
-        f'({EPOCH_ITERS} iterations)',
-        f'device: {res["device_type"]} - {res["device"]}; torch {res["torch"]}, {res["threads"]} threads',
-    ]
-    if res['device_type'] == 'cpu':
-        lines.append(f'CPU features: {features}; native bf16: {"yes" if res["native_bf16"] else "no"}')
-    lines += [
-        f'precision: train.py\'s default here is {res["default_precision"]} (--precision); measured: '
-        f'{", ".join(res["precisions"])}',
-        f'ours/floor: channels_last {res["channels_last"]}, compile {res["compile"]}; '
-        f'reference: the authors\' data pipeline and training step, contiguous, fp32, eager, '
-        f'{res["num_workers"]} loader workers',
-        f'data: {data_desc}, {res["n_images"]} images',
-        f'{res["rounds"]} rounds x {res["iters"] // res["rounds"]} iterations per pipeline and method '
-        f'(medians over rounds), warm-up {res["warmup"]}',
-        '',
-    ]
-    rows = []
-    for name in METHOD_NAMES:
-        if res.get(f'reference_{name}_epoch_s') is None:
-            continue
-        for p in res['precisions']:
-            rows.append((name, p, f'{res[f"{name}_epoch_s_{p}"]:.2f}', f'{res[f"floor_{name}_epoch_s_{p}"]:.2f}',
-                         f'{res[f"{name}_vs_floor_{p}"]:.3f}x', f'{res[f"reference_{name}_epoch_s"]:.2f}',
-                         f'{res[f"{name}_speedup_vs_reference_{p}"]:.3f}x'))
-    lines.append(format_table(['method', 'precision', 'ours s/epoch', 'floor s/epoch', 'ours/floor',
-                               'reference s/epoch (fp32)', 'reference/ours'], rows, align='llrrrrr'))
-    lines += ['', 'spread over rounds, s/epoch (min-max):']
-    for name, per in res['spread_epoch_s'].items():
-        lines.append(f'  {name:<9} ' + '   '.join(f'{kind} {lo:.2f}-{hi:.2f}' for kind, (lo, hi) in per.items()))
-    lines += ['', 'targets (set for --quick):']
-    for key, t in res['targets'].items():
-        verdict = 'n/a ' if t['pass'] is None else ('PASS' if t['pass'] else 'FAIL')
-        value = 'not measured' if t['value'] is None else f'{key} = {t["value"]:.3f}'
-        lines.append(f'  {verdict}  {t["desc"]} ({value}, needs {t["op"]} {t["threshold"]})')
-    return '\n'.join(lines)
 
 
 def build_parser():
@@ -517,26 +326,6 @@ def resolve_precisions(args, device):
     args.precisions = [p for p in PRECISIONS if p in args.precisions]
     args.default_precision = resolve_precision(get_option(['-e', 'speed']), device)
     return args
-
-
-TRAIN_TIME_SECTION = 'train_time'
-
-
-def duration(seconds):
-    return f'{seconds / 3600:.1f} h' if seconds >= 90 * 60 else f'{seconds / 60:.0f} min'
-
-
-def train_time_text(res):
-    """What ``bash train.sh`` (100 baseline + 100 LNL epochs) and a 10-epoch run cost at the measured
-    per-epoch times, for each measured precision (the README's Quick start)."""
-    parts = []
-    for prec in res['precisions']:
-        per_epoch = res[f'baseline_epoch_s_{prec}'] + res[f'lnl_epoch_s_{prec}']
-        parts.append(f'{prec}: `bash train.sh` about {duration(100 * per_epoch)}, `--max_step 10` about '
-                     f'{duration(10 * per_epoch)}')
-    return (f'At the epoch times of the speed benchmark in docs/speed.md ({res["device"]}, {res["threads"]} threads; '
-            'training steps only, the per-epoch test monitor and the evaluation add a few minutes): ' + '; '.join(parts) +
-            f'. train.py\'s default precision here: {res["default_precision"]}.')
 
 
 def main(argv=None):

@@ -5,15 +5,21 @@
 in its header: per image, flatten the (28, 28, 3) uint8 image in row-major order, keep the elements
 greater than 2 and take the first three as (r, g, b); ``mean_*`` is the class mean (0..255),
 ``var_*`` the class variance of value / 255. :func:`class_stats` is that estimator;
-:func:`compare` puts a file beside the released numbers.
+:func:`compare` puts a file beside the released numbers; :func:`check_file` is the generator's ``--check``
+(the comparison printed, and written into a README section with ``--readme``).
 
 Usage::
 
     python -m dataset.colored_mnist --check data/mnist_10color_jitter_var_0.020.npy
 """
 import os
+import sys
 
 import numpy as np
+
+from dataset.palettes import palette_of
+from dataset.validation import load
+from utils import replace_readme_section
 
 REFERENCE_CSV = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'released_color_stats_0.020.csv')
 REFERENCE_VAR = 0.020
@@ -120,3 +126,25 @@ def markdown_comparison(result, command, mean_tol=MEAN_TOL, var_tol=VAR_TOL):
     lines += ['', f'Worst mean: digit {k} {ch} {d:+.2f} (tolerance ±{mean_tol}); worst variance: digit {kv} {chv} '
               f'{dv:+.4f} (tolerance ±{var_tol}): {verdict} tolerance.']
     return '\n'.join(lines)
+
+
+def check_file(path, readme=None, section='palette_check'):
+    """``--check``: the released-statistics comparison of one file; exit status 1 when out of tolerance."""
+    data = load(path)
+    found = palette_of(data['mean_colors']) if 'mean_colors' in data else None
+    if len(data['train_label']) != 60000:
+        print(f'note: {path} has {len(data["train_label"])} training images, the released file 60000')
+    result = compare(data['train_image'], data['train_label'])
+    print(f'{path}: per-class stroke colour of the training split vs the released sigma^2 = 0.020 file '
+          f'({REFERENCE_CSV})')
+    print(format_comparison(result))
+    ok = within_tolerance(result)
+    print('within tolerance' if ok else 'OUT OF TOLERANCE')
+    if readme:
+        command = f'python -m dataset.colored_mnist --check {path}'
+        head = (f'Palette recorded in the file: {found or "no known palette"}.\n\n' if 'mean_colors' in data
+                else 'The file records no palette.\n\n')
+        replace_readme_section(readme, section, head + markdown_comparison(result, command))
+        print(f'wrote the comparison into {readme} ({section})')
+    if not ok:
+        sys.exit(1)

@@ -12,12 +12,33 @@ def pyplot():
     return plt
 
 
+# Inches added above a figure for its banner.
+BANNER_HEIGHT = 0.45
+
+
+def add_banner(fig, banner):
+    """``banner`` in red, boxed, in a band added above the figure's content (a smoke run's mark): the figure
+    grows by :data:`BANNER_HEIGHT` and every axes and figure text keeps its size and place in inches, so
+    the banner covers nothing."""
+    height = fig.get_figheight()
+    scale = height / (height + BANNER_HEIGHT)
+    fig.set_figheight(height + BANNER_HEIGHT)
+    for ax in fig.axes:
+        x0, y0, width, h = ax.get_position(original=True).bounds
+        ax.set_position([x0, y0 * scale, width, h * scale])
+    for text in fig.texts:
+        x, y = text.get_position()
+        text.set_position((x, y * scale))
+    fig.text(0.5, (1 + scale) / 2, banner, ha='center', va='center', fontsize=11, fontweight='bold', color='red',
+             bbox=dict(facecolor='white', edgecolor='red', boxstyle='round,pad=0.3'))
+
+
 def save_figure(fig, path, banner=None):
-    """Write ``fig`` to ``path`` as a PNG atomically and close it; ``banner`` is stamped across it."""
+    """Write ``fig`` to ``path`` as a PNG atomically and close it; ``banner`` goes above its content
+    (:func:`add_banner`)."""
     plt = pyplot()
     if banner:
-        fig.text(0.5, 0.5, banner, ha='center', va='center', rotation=20, fontsize=15, color='red',
-                 alpha=0.7, bbox=dict(facecolor='white', alpha=0.7, edgecolor='red'))
+        add_banner(fig, banner)
     with atomic_open(path, 'wb') as fh:
         fig.savefig(fh, format='png', dpi=120)
     plt.close(fig)
@@ -126,7 +147,7 @@ def plot_curves(curves, path, banner=None):
 def plot_confusion(chosen, cv, path, banner=None):
     """The class mean colours, then the confusion matrices of ``chosen`` ({method: run}, Baseline and LNL) at
     one sigma^2, like the paper's confusion figure."""
-    from dataset.colored_mnist import MEAN_COLORS, PALETTE_NAMES, palette_of
+    from dataset.palettes import MEAN_COLORS, PALETTE_NAMES, palette_of
     if not chosen:
         raise UserError(f'--confusion {cv}: no Baseline or LNL run at sigma^2={cv} has a test record '
                         f'with a confusion matrix')

@@ -111,7 +111,8 @@ def test_stats_estimator_borrows_from_the_next_channel():
 def test_check_flag_prints_the_worst_cell(tmp_path, real_020, monkeypatch):
     _, data = real_020
     shown = {'data': data}  # what the file holds; read in memory rather than written as a 170 MB file
-    monkeypatch.setattr(colored_mnist, 'load', lambda path, color_var=None: shown['data'])
+    from dataset import color_stats  # --check reads the file through color_stats.check_file
+    monkeypatch.setattr(color_stats, 'load', lambda path, color_var=None: shown['data'])
     path = tmp_path / 'mnist_10color_jitter_var_0.020.npy'
     proc = run_py(['-m', 'dataset.colored_mnist', '--check', path])
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,7 +1,8 @@
 """Helpers shared by every entry point, one concern per module: ``errors`` (the user's mistakes, how entry
 points report them), ``files`` (atomic writes, JSON-lines records, links, hashes), ``locks`` (a run folder's
-lock), ``cli`` (the parser and option checks), ``tables`` (tables and README sections), ``runtime`` (device,
-precision, seeds). Everything is importable from ``utils`` itself."""
+lock), ``cli`` (the parser and option checks), ``tables`` (text and Markdown tables), ``readme`` (the one place
+README and docs sections are written, and the command they show), ``runtime`` (device, precision, seeds).
+Everything is importable from ``utils`` itself."""
 import os
 
 # Default folders of the data files and the runs, the same whatever the working folder: every entry point
@@ -16,6 +17,7 @@ from utils.files import (append_line, atomic_open, atomic_path, atomic_write_tex
 from utils.locks import RunLock  # noqa: E402
 from utils.cli import (Parser, existing_or_new_folder, nonneg_float, nonneg_int, number, positive_float,  # noqa: E402
                        positive_int, run_name, seed_number, thread_count)
-from utils.tables import format_table, markdown_table, replace_readme_section, without_options  # noqa: E402
+from utils.tables import format_table, markdown_table  # noqa: E402
+from utils.readme import replace_readme_section, without_options  # noqa: E402
 from utils.runtime import (NATIVE_BF16_CPU_FLAGS, cpu_features, native_bf16, resolve_device,  # noqa: E402
                            resolve_precision, seed_everything)

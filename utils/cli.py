@@ -4,9 +4,13 @@ import math
 import os
 
 
-class _DefaultsFormatter(argparse.HelpFormatter):
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: X)`` after an option's help, unless the help already says it or there is no
-    default worth showing (None, False, an empty list)."""
+    default worth showing (None, False, an empty list).
+
+    argparse's ArgumentDefaultsHelpFormatter alone would print "(default: None)", "(default: False)" for
+    every flag, "(default: True)" for a ``store_false`` one and a second default where the help states it,
+    so this subclass skips those and leaves the rest to it."""
 
     def _get_help_string(self, action):
         text = action.help or ''
@@ -14,9 +18,7 @@ class _DefaultsFormatter(argparse.HelpFormatter):
                 isinstance(action, argparse._StoreFalseAction) or \
                 action.option_strings == [] and action.nargs in ('?', '*') and action.default is None:
             return text
-        if action.option_strings or action.nargs in ('?', '*'):
-            return text + ' (default: %(default)s)'
-        return text
+        return super()._get_help_string(action)
 
 
 class Parser(argparse.ArgumentParser):

@@ -7,7 +7,10 @@ from utils.errors import UserError
 class RunLock:
     """An OS lock on a run folder (``<run_dir>/.lock``, holding the owner's PID) for as long as a process
     trains in it. The kernel releases it when the process ends, however it ends, so a crashed run leaves
-    no stale lock."""
+    no stale lock.
+
+    Not the ``filelock`` package: its FileLock writes nothing into the lock file, and the owner's PID there
+    is what the sweep and the tests read (:meth:`holder`) to report and stop the run that holds a folder."""
 
     def __init__(self, run_dir):
         self.run_dir = run_dir
