@@ -147,3 +147,32 @@ def test_messages_that_misled(small_data_dir, tmp_path):
     # a start that fails before writing anything leaves no folder behind
     proc = run_py(['train.py', '-e', 'nothing', '--save_dir', runs, '--data_dir', tmp_path / 'empty', '--no_generate'])
     assert proc.returncode == 2 and not (runs / 'nothing').exists()
+
+
+def test_smoke_banner_covers_no_axes_or_labels(tmp_path):
+    # the smoke mark sits in its own band above the content: it overlaps no axes, tick label or axis label
+    import numpy as np
+    from experiments.figures import plot_confusion
+    from dataset.palettes import MEAN_COLORS
+    confusion = (np.eye(10, dtype=int) * 90 + 1).tolist()
+    run = {'seed': 1, 'test': {'confusion': confusion, 'test_acc': 0.9, 'mean_colors': np.asarray(MEAN_COLORS).tolist()},
+           'options': {'palette': 'released'}}
+    fig_holder = {}
+    import experiments.figures as figures
+    real_save = figures.save_figure
+
+    def keep(fig, path, banner=None):
+        fig_holder['fig'] = fig
+        return real_save(fig, path, banner)
+    figures.save_figure = keep
+    try:
+        plot_confusion({'baseline': run, 'lnl': run}, '0.020', str(tmp_path / 'c.png'), banner='SMOKE RUN')
+    finally:
+        figures.save_figure = real_save
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    fig = fig_holder['fig']
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    banner = next(t for t in fig.texts if t.get_text() == 'SMOKE RUN').get_window_extent(renderer)
+    for ax in fig.axes:
+        box = ax.get_tightbbox(renderer)
+        assert not box.overlaps(banner), (ax.get_title(), box, banner)
