@@ -7,7 +7,10 @@
 #   COLOR_VAR=0.035 SEED=2 bash train.sh   # another variance or seed
 #   bash train.sh --max_step 2             # extra arguments go to both train.py calls
 #   bash train.sh --overwrite ...          # train again the runs whose options differ from an earlier call's
+#   BASELINE=pretrained bash train.sh      # LNL only, from the shipped baseline (pretrained/, sigma^2 = 0.020)
+#   BASELINE=path/to/checkpoint.pth bash train.sh   # LNL only, from that finished baseline checkpoint
 set -euo pipefail
+case "${BASELINE:-train}" in train|pretrained) ;; *) BASELINE=$(realpath -m -- "$BASELINE") ;; esac
 cd "$(dirname "$0")"
 COLOR_VAR=${COLOR_VAR:-0.020}
 SEED=${SEED:-1}
@@ -20,6 +23,12 @@ train_args=()
 for arg in "$@"; do
   if [ "$arg" = "--overwrite" ]; then sweep_args+=(--overwrite); else train_args+=("$arg"); fi
 done
-exec "$PYTHON" -m experiments.sweep --color_vars "$CV" --methods baseline lnl --seeds "$SEED" --out "$SAVE_DIR" \
+methods=(baseline lnl)
+case "${BASELINE:-train}" in
+  train) ;;
+  pretrained) sweep_args+=(--base_checkpoint pretrained/baseline_var0.020_seed2.pth); methods=(lnl) ;;
+  *) sweep_args+=(--base_checkpoint "$BASELINE"); methods=(lnl) ;;
+esac
+exec "$PYTHON" -m experiments.sweep --color_vars "$CV" --methods "${methods[@]}" --seeds "$SEED" --out "$SAVE_DIR" \
   --data_dir "$DATA_DIR" --launcher local --show_output --no_probe ${sweep_args[@]+"${sweep_args[@]}"} \
   -- ${train_args[@]+"${train_args[@]}"}

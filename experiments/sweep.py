@@ -49,7 +49,9 @@ def make_spec(args, m, cv, seed, out):
         test += ['--probe']
     spec = {'name': name, 'method': m, 'color_var': cv, 'seed': seed, 'phase': int(bool(cls.start_from)),
             'run_dir': os.path.join(out, name), 'train': train, 'test': test}
-    if cls.start_from:
+    if cls.start_from and getattr(args, 'base_checkpoint', None):
+        spec['base_file'] = args.base_checkpoint  # a finished baseline's weights given as a file (pretrained/)
+    elif cls.start_from:
         # the run it starts from (in --base_dir, default --out); --checkpoint is added when it starts
         spec['base'] = make_spec(args, cls.start_from, cv, seed, args.base_dir or out)
     return spec
@@ -188,7 +190,10 @@ def stop_in_process(signum, frame):
 
 def start_checkpoint(spec):
     """``(path, sha256)`` of the finished state of the run ``spec`` starts from, or ``(None, reason)`` when
-    that run is not finished or does not match what the sweep asks of it."""
+    that run is not finished or does not match what the sweep asks of it. A start given as a file
+    (``--base_checkpoint``) is that file."""
+    if spec.get('base_file'):
+        return spec['base_file'], sha256_file(spec['base_file'])
     base = spec['base']
     path = finished_checkpoint(base['run_dir'])
     if path is None:
@@ -236,7 +241,7 @@ def execute(spec, env=None, in_process=False, fresh=False, overwrite=False, show
         return f'skipped (process {RunLock.holder(spec["run_dir"])} is training in {spec["run_dir"]})'
     train = list(spec['train'])
     note = ''
-    if spec.get('base'):
+    if spec.get('base') or spec.get('base_file'):
         start, digest = start_checkpoint(spec)
         if start is None:
             return f'not started ({digest}: it starts once that run has finished as this request asks)'
@@ -246,8 +251,9 @@ def execute(spec, env=None, in_process=False, fresh=False, overwrite=False, show
     if state in ('done', 'trained', 'partial'):
         recorded = records.read_options(os.path.join(spec['run_dir'], 'options.json'))
         diffs, extend = differences(spec, train, recorded)
-        if spec.get('base') and recorded.get('pretrain_sha256') != digest:
-            state, note = 'new', f' (trained again: {spec["base"]["name"]} changed since this run started from it)'
+        if (spec.get('base') or spec.get('base_file')) and recorded.get('pretrain_sha256') != digest:
+            changed = spec['base']['name'] if spec.get('base') else f'its start ({spec["base_file"]})'
+            state, note = 'new', f' (trained again: {changed} changed since this run started from it)'
         elif diffs:
             if not overwrite:
                 return (f'refused (the run in {spec["run_dir"]} differs from this request: {describe(diffs)}; '
@@ -279,8 +285,48 @@ def execute(spec, env=None, in_process=False, fresh=False, overwrite=False, show
 
 # -- launchers -------------------------------------------------------------------------------------
 
+def usable_cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+
+
+def with_threads(spec, threads):
+    """``spec`` with train.py's ``--threads`` set, unless the sweep's train.py arguments set it already."""
+    if threads is None or any(a == '--threads' or a.startswith('--threads=') for a in spec['train']):
+        return spec
+    return dict(spec, train=spec['train'] + ['--threads', str(threads)])
+
+
+def launch_slots(phases, bar, args, slots):
+    """Runs on ``slots``, a list of ``(environment, train.py --threads)``: as many runs at once as slots, each
+    slot one run at a time; a phase finishes before the next starts (LNL waits for its baseline)."""
+    from concurrent.futures import ThreadPoolExecutor
+    import queue
+    free = queue.Queue()
+    for slot in slots:
+        free.put(slot)
+    results = {}
+
+    def on_slot(spec):
+        env, threads = free.get()
+        try:
+            return spec['name'], execute(with_threads(spec, threads), env=env, overwrite=args.overwrite)
+        finally:
+            free.put((env, threads))
+
+    with ThreadPoolExecutor(max_workers=len(slots)) as pool:
+        for phase in phases:
+            for name, res in pool.map(on_slot, phase):
+                results[name] = res
+                bar.update()
+    return results
+
+
 def launch_local(phases, bar, args, in_process=False):
-    """One run after another on this machine, each in its own process."""
+    """One run after another on this machine, each in its own process; with ``--runs_at_once K``, K runs at
+    once, the cores split between them (train.py ``--threads``)."""
+    if args.runs_at_once > 1 and not in_process:
+        threads = max(1, usable_cores() // args.runs_at_once)
+        return launch_slots(phases, bar, args, [(None, threads)] * args.runs_at_once)
     results = {}
     for phase in phases:
         for spec in phase:
@@ -299,31 +345,13 @@ def launch_in_process(phases, bar, args):
 
 
 def launch_multi_gpu(phases, bar, args):
-    """One run per visible GPU at a time; a phase finishes before the next starts."""
+    """``--runs_at_once`` runs per visible GPU at a time (default one); a phase finishes before the next starts."""
     gpus = visible_gpus()
     if not gpus:
         raise UserError('--launcher multi_gpu found no GPU (set CUDA_VISIBLE_DEVICES or use --launcher local)')
-    from concurrent.futures import ThreadPoolExecutor
-    import queue
-    free = queue.Queue()
-    for g in gpus:
-        free.put(g)
-    results = {}
-
-    def on_gpu(spec):
-        gpu = free.get()
-        try:
-            env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(gpu))
-            return spec['name'], execute(spec, env=env, overwrite=args.overwrite)
-        finally:
-            free.put(gpu)
-
-    with ThreadPoolExecutor(max_workers=len(gpus)) as pool:
-        for phase in phases:
-            for name, res in pool.map(on_gpu, phase):
-                results[name] = res
-                bar.update()
-    return results
+    threads = max(1, usable_cores() // (len(gpus) * args.runs_at_once))  # the CPU work of each run (data, logging)
+    slots = [(dict(os.environ, CUDA_VISIBLE_DEVICES=str(g)), threads) for g in gpus for _ in range(args.runs_at_once)]
+    return launch_slots(phases, bar, args, slots)
 
 
 def launch_submitit(phases, bar, args):
@@ -364,7 +392,7 @@ def visible_gpus():
 
 
 LAUNCHERS = {
-    'local': (launch_local, 'one run after another on this machine'),
+    'local': (launch_local, 'one run after another on this machine (--runs_at_once K: K at a time)'),
     'inprocess': (launch_in_process, 'one run after another inside this process (what --smoke uses)'),
     'multi_gpu': (launch_multi_gpu, 'one run per visible GPU at a time'),
     'slurm': (launch_submitit, 'one Slurm job per run through submitit'),
@@ -399,6 +427,10 @@ def build_parser():
     p.add_argument('--base_dir', default=None, metavar='DIR',
                    help='folder of the finished runs that LNL and BlindEye start from (default: --out); e.g. '
                         'two variants of LNL from the same baselines, each in its own --out')
+    p.add_argument('--base_checkpoint', default=None, metavar='FILE',
+                   help='LNL and BlindEye start from this finished baseline checkpoint instead of a baseline run, '
+                        'e.g. the shipped pretrained/baseline_var0.020_seed2.pth (one sigma^2: the one it was '
+                        'trained on; BASELINE=pretrained bash train.sh)')
     p.add_argument('--baseline_lr', type=positive_float, default=None,
                    help='lr of the runs that start from scratch (default: each method\'s own, 0.01)')
     p.add_argument('--unlearn_lr', type=positive_float, default=None,
@@ -406,6 +438,10 @@ def build_parser():
     p.add_argument('--unlearn_max_step', type=positive_int, default=None, metavar='EPOCHS',
                    help='train.py --max_step of the runs that start from a baseline (default: the --max_step '
                         'given to train.py after --, as for the other runs)')
+    p.add_argument('--runs_at_once', type=positive_int, default=1, metavar='K',
+                   help='local: K runs at once, the cores split between them (train.py --threads cores/K, unless '
+                        'given after --); multi_gpu: K runs per GPU. On the 2-core CPU of docs/speed.md two runs '
+                        'of one thread each finish a grid faster than one run of two threads (its throughput table)')
     p.add_argument('--no_probe', action='store_true', help='skip the bias-leakage probe after training')
     p.add_argument('--overwrite', action='store_true',
                    help='train again the runs in --out whose options differ from this request (without it they '
@@ -447,6 +483,33 @@ RESERVED = {
 }
 
 
+def check_base_checkpoint(args):
+    """``--base_checkpoint``: a readable checkpoint of the method the chosen methods start from, trained on the
+    one sigma^2 asked for; not combined with training that method or with --base_dir."""
+    path = args.base_checkpoint
+    if not os.path.isfile(path):
+        raise UserError(f'--base_checkpoint {path}: no such file (the shipped baseline is '
+                        'pretrained/baseline_var0.020_seed2.pth)')
+    starts = {methods.get(m).start_from for m in args.methods}
+    if None in starts or len(starts) != 1:
+        raise UserError('--base_checkpoint goes with methods that start from a baseline only (e.g. --methods lnl), '
+                        f'not with {" ".join(m for m in args.methods if not methods.get(m).start_from)}')
+    if args.base_dir is not None:
+        raise UserError('give --base_checkpoint or --base_dir, not both')
+    ckpt = C.read_checkpoint(path)
+    C.check_fields(ckpt, path)
+    opts = ckpt.get('options') or {}
+    base = starts.pop()
+    if opts.get('method') != base:
+        raise UserError(f'--base_checkpoint {path} is a {opts.get("method")} checkpoint; the methods asked for start '
+                        f'from a {base} one')
+    trained = opts.get('color_var')
+    if trained is None or any(f'{cv:.3f}' != f'{float(trained):.3f}' for cv in args.color_vars):
+        raise UserError(f'--base_checkpoint {path} was trained on sigma^2 = {trained}; give --color_vars {trained} '
+                        '(train a baseline for the other variances)')
+    args.base_checkpoint = os.path.abspath(path)
+
+
 def parse(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     train_args = []
@@ -461,9 +524,11 @@ def parse(argv=None):
         train_args = ['--dry_run', '--max_step', '2'] + train_args
     elif args.out is None:
         raise UserError('--out FOLDER is required (where the run folders go), e.g. --out sweeps/fig4')
+    if args.base_checkpoint is not None:
+        check_base_checkpoint(args)
     for m in args.methods:
         base = methods.get(m).start_from
-        if base and base not in args.methods and args.base_dir is None:
+        if base and base not in args.methods and args.base_dir is None and args.base_checkpoint is None:
             raise UserError(f'{m} starts from the {base} run: add {base} to --methods, or give --base_dir (a '
                             f'folder holding finished {base} runs)')
     if args.base_dir is not None:
@@ -477,6 +542,14 @@ def parse(argv=None):
                         f'{RESERVED[reserved[0]]}')
     if args.show_output and args.launcher not in ('local',):
         raise UserError('--show_output goes with --launcher local')
+    if args.runs_at_once > 1 and args.show_output:
+        raise UserError('--show_output shows one run at a time; drop it with --runs_at_once (each run writes its '
+                        'output to its sweep.log)')
+    if args.runs_at_once > 1 and args.launcher not in ('local', 'multi_gpu'):
+        raise UserError(f'--runs_at_once goes with --launcher local or multi_gpu, not {args.launcher}')
+    if args.launcher == 'local' and args.runs_at_once > usable_cores():
+        raise UserError(f'--runs_at_once {args.runs_at_once} on {usable_cores()} core(s): each run needs a core of '
+                        f'its own; give at most {usable_cores()}')
     args.train_args = train_args
     args.out = os.path.abspath(args.out)
     args.data_dir = os.path.abspath(args.data_dir)

@@ -62,6 +62,7 @@ ENTRY_POINTS = {('train.py',): 'train', ('test.py',): 'test', ('benchmarks/speed
                 ('-m', 'experiments.sweep'): 'experiments.sweep',
                 ('-m', 'experiments.collect_results'): 'experiments.collect_results',
                 ('-m', 'experiments.parity'): 'experiments.parity', ('-m', 'experiments.ab'): 'experiments.ab',
+                ('-m', 'experiments.pretrained'): 'experiments.pretrained',
                 ('-m', 'dataset.colored_mnist'): 'dataset.colored_mnist'}
 
 

@@ -87,3 +87,54 @@ def test_unlearn_max_step_sets_the_epochs_of_the_runs_from_a_baseline(tmp_path, 
     assert {m: o.max_step for m, o in seen.items()} == {'baseline': 20, 'gray': 20, 'lnl': 12, 'blindeye': 12}
     assert {o.lr_decay_period for o in seen.values()} == {15}
     assert seen['lnl'].lr == 0.001 and seen['baseline'].lr == 0.01
+
+
+@pytest.mark.parametrize('k', [1, 2])
+def test_runs_at_once_runs_k_at_a_time_with_the_cores_split(tmp_path, monkeypatch, k):
+    import threading
+    import time
+    if sweep.usable_cores() < 2:
+        pytest.skip('needs two cores')
+    lock, running, seen = threading.Lock(), [0], []
+
+    def fake_execute(spec, env=None, **kwargs):
+        with lock:
+            running[0] += 1
+            seen.append((spec['name'], running[0], spec['train'][spec['train'].index('--threads') + 1]
+                         if '--threads' in spec['train'] else None))
+        time.sleep(0.3)
+        with lock:
+            running[0] -= 1
+        return 'finished'
+    monkeypatch.setattr(sweep, 'execute', fake_execute)
+    monkeypatch.setattr('dataset.colored_mnist.ensure', lambda *a, **k: None)
+    res = sweep.main(['--color_vars', '0.020', '--methods', 'baseline', 'lnl', '--seeds', '1', '2', '3', '4',
+                      '--out', str(tmp_path / 's'), '--runs_at_once', str(k)])
+    assert len(res) == 8
+    assert max(n for _, n, _ in seen) == k  # k runs at once, never more
+    assert {t for _, _, t in seen} == ({None} if k == 1 else {str(sweep.usable_cores() // k)})
+    names = [n for n, _, _ in seen]
+    assert max(i for i, n in enumerate(names) if n.startswith('baseline')) < \
+        min(i for i, n in enumerate(names) if n.startswith('lnl'))
+    # --threads given to train.py wins over the split
+    seen.clear()
+    sweep.main(['--color_vars', '0.020', '--methods', 'baseline', '--seeds', '1', '2', '--out', str(tmp_path / 't'),
+                '--runs_at_once', '2', '--', '--threads', '2'])
+    assert {t for _, _, t in seen} == {'2'}
+
+
+def test_runs_at_once_refusals(tmp_path):
+    base = ['-m', 'experiments.sweep', '--methods', 'baseline', '--out', tmp_path, '--seeds', '1']
+    assert_user_error(run_py(base + ['--runs_at_once', '999']), 'each run needs a core of its own')
+    assert_user_error(run_py(base + ['--runs_at_once', '2', '--show_output']), 'drop it with --runs_at_once')
+    assert_user_error(run_py(base + ['--runs_at_once', '2', '--launcher', 'slurm']), 'goes with --launcher local')
+
+
+def test_throughput_table():
+    from benchmarks.throughput import summarise
+    header, rows = summarise([{'k': 1, 'threads_per_run': 2, 'runs': 4, 'wall_s': 200.0,
+                               'epoch_s': {'baseline': 10.0, 'lnl': 40.0}},
+                              {'k': 2, 'threads_per_run': 1, 'runs': 4, 'wall_s': 125.0,
+                               'epoch_s': {'baseline': 16.0, 'lnl': 50.0}}])
+    assert rows[1][4] == '1.60x' and rows[0][4] == '1.00x'
+    assert rows[1][-2:] == ['450', '144'] and rows[0][-2:] == ['360', '90']  # K x 3600 / epoch time

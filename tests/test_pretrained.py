@@ -1,0 +1,121 @@
+"""The shipped weights (pretrained/): the documented command reproduces their recorded accuracy exactly on the
+real test set; an export keeps weights only and round-trips; the sweep and train.sh start LNL from a baseline
+given as a file (the shipped one) and record its SHA-256."""
+import json
+import os
+import subprocess
+
+import pytest
+import torch
+
+from conftest import ROOT, SMALL_VAR, assert_user_error, run_py, train_args
+from dataset import colored_mnist
+from experiments import records
+from experiments.pretrained import MAX_BYTES, PRETRAINED_DIR
+from utils import read_jsonl, sha256_file
+
+SHIPPED_BASELINE = os.path.join(PRETRAINED_DIR, 'baseline_var0.020_seed2.pth')
+
+
+def provenance():
+    with open(os.path.join(PRETRAINED_DIR, 'provenance.json'), encoding='utf-8') as fh:
+        return json.load(fh)
+
+
+@pytest.fixture(scope='module')
+def data_020(real_mnist, tmp_path_factory):
+    """The sigma^2 = 0.020 file, generated here from the verified raw MNIST."""
+    data_dir = tmp_path_factory.mktemp('data020')
+    colored_mnist.save(colored_mnist.generate(real_mnist, 0.020), colored_mnist.file_path(str(data_dir), 0.020))
+    return data_dir
+
+
+def test_shipped_weights_reproduce_their_recorded_accuracy(data_020):
+    prov = provenance()['files']
+    assert {'baseline', 'lnl'} <= {e['method'] for e in prov.values()}
+    proc = run_py(['-m', 'experiments.pretrained', '--data_dir', data_020, '--no_generate'])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name, entry in prov.items():
+        row = next(line.split() for line in proc.stdout.splitlines() if line.startswith(name))
+        assert row[5] == row[6] == f'{entry["test_acc"]:.4f}' and row[7] == 'yes', row
+        # the committed records of the run say the same, and the file is weights only
+        test, _ = records.current_test(read_jsonl(os.path.join(ROOT, entry['records'], 'results.jsonl')),
+                                       entry['color_var'], gray_view=entry.get('gray_view'))
+        assert test['test_acc'] == entry['test_acc'] and test['epoch'] == entry['epoch']
+        path = os.path.join(PRETRAINED_DIR, name)
+        assert os.path.getsize(path) < MAX_BYTES and sha256_file(path) == entry['sha256']
+        ckpt = torch.load(path, weights_only=True)
+        assert not {'optimizers', 'schedulers', 'rng', 'optim_state_dict'} & set(ckpt)
+        assert ('h_state_dict' in ckpt) == (entry['method'] in ('lnl', 'blindeye'))
+
+
+@pytest.fixture
+def exported(small_data_dir, tmp_path):
+    """A small finished baseline, tested, exported into its own pretrained folder."""
+    runs, records_dir, out = tmp_path / 'runs', tmp_path / 'records', tmp_path / 'pretrained'
+    name = f'baseline_var{SMALL_VAR:.3f}_seed1'
+    proc = run_py(train_args(small_data_dir, runs, name, '--method', 'baseline', '--color_var', SMALL_VAR,
+                             '--max_step', 1, '--threads', 1))
+    assert proc.returncode == 0, proc.stderr
+    assert run_py(['test.py', '-e', name, '--save_dir', runs, '--data_dir', small_data_dir]).returncode == 0
+    (records_dir / name).mkdir(parents=True)
+    (records_dir / name / 'results.jsonl').write_bytes((runs / name / 'results.jsonl').read_bytes())
+    proc = run_py(['-m', 'experiments.pretrained', '--export', runs / name, '--dir', out, '--records', records_dir,
+                   '--commit', 'abc', '--command', 'train it'])
+    assert proc.returncode == 0, proc.stderr
+    return out, out / (name + '.pth'), small_data_dir
+
+
+def test_export_round_trip_and_tampering(exported):
+    out, path, data_dir = exported
+    ckpt = torch.load(path, weights_only=True)
+    assert set(ckpt) == {'format', 'epoch', 'config', 'options', 'net_state_dict'}
+    assert not any(isinstance(v, str) and v.startswith('/') for v in ckpt['options'].values())  # no local paths
+    proc = run_py(['-m', 'experiments.pretrained', '--dir', out, '--data_dir', data_dir, '--no_generate'])
+    assert proc.returncode == 0 and 'yes' in proc.stdout, proc.stdout + proc.stderr
+    # a recorded accuracy the weights do not give: exit status 1, the row says NO
+    prov_path = out / 'provenance.json'
+    prov = json.loads(prov_path.read_text())
+    entry = next(iter(prov['files'].values()))
+    entry['test_acc'] = entry['test_acc'] + 1 / 256
+    prov_path.write_text(json.dumps(prov))
+    proc = run_py(['-m', 'experiments.pretrained', '--dir', out, '--data_dir', data_dir, '--no_generate'])
+    assert proc.returncode == 1 and ' NO ' in proc.stdout, proc.stdout
+    # a changed file is refused before it is read
+    with open(path, 'r+b') as fh:
+        fh.seek(-1, 2)
+        byte = fh.read(1)
+        fh.seek(-1, 2)
+        fh.write(bytes([byte[0] ^ 1]))
+    assert_user_error(run_py(['-m', 'experiments.pretrained', '--dir', out, '--data_dir', data_dir]),
+                      'does not match the SHA-256')
+
+
+def test_sweep_starts_lnl_from_a_baseline_file(exported, tmp_path):
+    _, path, data_dir = exported
+    out = tmp_path / 'sweep'
+    base = ['-m', 'experiments.sweep', '--color_vars', '0.020', '--seeds', '1', '--out', out, '--data_dir', data_dir,
+            '--no_probe']
+    proc = run_py(base + ['--methods', 'lnl', '--base_checkpoint', path, '--', '--max_step', '1', '--threads', '1'])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    opts = json.loads((out / 'lnl_var0.020_seed1' / 'options.json').read_text())
+    assert opts['use_pretrain'] and opts['pretrain_sha256'] == sha256_file(path)
+    assert not (out / 'baseline_var0.020_seed1').exists()
+    assert_user_error(run_py(base + ['--methods', 'baseline', 'lnl', '--base_checkpoint', path]),
+                      'methods that start from a baseline only')
+    assert_user_error(run_py(base[:3] + ['0.035'] + base[4:] + ['--methods', 'lnl', '--base_checkpoint', path]),
+                      'was trained on sigma^2')
+    assert_user_error(run_py(base + ['--methods', 'lnl', '--base_checkpoint', tmp_path / 'none.pth']), 'no such file')
+
+
+def test_train_sh_starts_lnl_from_the_shipped_baseline(data_020, tmp_path):
+    env = dict(os.environ, BASELINE='pretrained', DATA_DIR=str(data_020), SAVE_DIR=str(tmp_path / 'runs'),
+               SEED='4', OMP_NUM_THREADS='1', PYTHON=os.environ.get('PYTHON', 'python'))
+    import sys
+    env['PYTHON'] = sys.executable
+    proc = subprocess.run(['bash', os.path.join(ROOT, 'train.sh'), '--dry_run', '--max_step', '1', '--threads', '1'],
+                          capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    opts = json.loads((tmp_path / 'runs' / 'lnl_var0.020_seed4' / 'options.json').read_text())
+    assert opts['pretrain_sha256'] == sha256_file(SHIPPED_BASELINE)
+    assert not (tmp_path / 'runs' / 'baseline_var0.020_seed4').exists()
