@@ -272,17 +272,18 @@ def last_epoch_gains(runs, tol=0.01):
 
 
 def training_time(runs):
-    """Per method, in the table's order: (method, training epochs, mean seconds per epoch, total seconds),
-    from the ``epoch_time_s`` the runs recorded (the training steps of an epoch; the per-epoch test monitor
-    and the evaluation are not in it). Methods without a recorded time are left out."""
-    times = {}
+    """Per method, in the table's order: (method, training epochs, mean seconds per epoch, total seconds,
+    runs), from the ``epoch_time_s`` the runs recorded (the training steps of an epoch; the per-epoch test
+    monitor and the evaluation are not in it). Methods without a recorded time are left out."""
+    times, counts = {}, {}
     for r in runs:
         if r['method']:
-            times.setdefault(r['method'], []).extend(
-                float(rec['epoch_time_s']) for rec in r['epochs'].values()
-                if isinstance(rec.get('epoch_time_s'), (int, float)))
+            spent = [float(rec['epoch_time_s']) for rec in r['epochs'].values()
+                     if isinstance(rec.get('epoch_time_s'), (int, float))]
+            times.setdefault(r['method'], []).extend(spent)
+            counts[r['method']] = counts.get(r['method'], 0) + bool(spent)
     order = {m: i for i, m in enumerate(method_order())}
-    return [(m, len(t), sum(t) / len(t), sum(t))
+    return [(m, len(t), sum(t) / len(t), sum(t), counts[m])
             for m, t in sorted(times.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])) if t]
 
 

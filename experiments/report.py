@@ -8,6 +8,7 @@ import shlex
 from experiments.figures import display_name
 from experiments import records
 import methods
+from dataset.colored_mnist import PAPER_VARIANCES
 from experiments.records import PAPER_FIG4, last_epoch_gains, probed_methods, shortfalls
 from utils import format_table, markdown_table, without_options
 
@@ -84,7 +85,7 @@ def to_text(agg):
 def timing(runs):
     """Seconds per training epoch (``epoch_time_s``), mean over each method's runs and epochs, as a text
     table; '' when no run recorded it."""
-    rows = [(display_name(m), n, f'{mean:.2f}') for m, n, mean, _ in records.training_time(runs)]
+    rows = [(display_name(m), n, f'{mean:.2f}') for m, n, mean, *_ in records.training_time(runs)]
     return format_table(['method', 'epochs', 's/epoch'], rows, title='Training time per epoch') + '\n' if rows else ''
 
 
@@ -164,6 +165,12 @@ def readme_body(agg, runs, pngs, readme, budget=None, command=None, argv_shown='
     if spent:
         out += ['Training time the runs recorded (the training steps of each epoch; the per-epoch test monitor '
                 'and the evaluation come on top): ' + '; '.join(
-                    f'{display_name(m)} {n} epochs, {mean:.1f} s/epoch' for m, n, mean, _ in spent)
-                + f'; {sum(total for *_, total in spent) / 3600:.1f} h in all.', '']
+                    f'{display_name(m)} {n} epochs, {mean:.1f} s/epoch' for m, n, mean, *_ in spent)
+                + f'; {sum(total for _, _, _, total, _ in spent) / 3600:.1f} h in all.', '']
+        one = sum(total / count for _, _, _, total, count in spent)  # one run of each method, mean duration
+        grid = len(PAPER_VARIANCES) * 3
+        out += [f'At these times one run of each method ({", ".join(display_name(m) for m, *_ in spent)}) takes '
+                f'{one / 3600:.1f} h one after another, and the whole figure at this budget ({len(PAPER_VARIANCES)} '
+                f'σ² × 3 seeds, {grid * len(spent)} runs) about {grid * one / 3600:.1f} h, one run at a time on '
+                'the machine that recorded them.', '']
     return '\n'.join(out).rstrip() + '\n'

@@ -226,3 +226,10 @@ def test_training_time_in_the_readme_section(runs_dir, tmp_path):
         assert f'{report.display_name(method)} {len(times)} epochs, {sum(times) / len(times):.1f} s/epoch' in line
     total = sum(sum(t) for t in per_method.values())
     assert line.endswith(f'; {total / 3600:.1f} h in all.')
+    # the whole figure: 21 (sigma^2, seed) cells x one run of each method at its mean recorded duration
+    runs_of = {}
+    for run in records.load_runs(str(runs_dir)):
+        runs_of[run['method']] = runs_of.get(run['method'], 0) + 1
+    one = sum(sum(t) / runs_of[m] for m, t in per_method.items())
+    grid = next(ln for ln in readme.read_text(encoding='utf-8').splitlines() if ln.startswith('At these times'))
+    assert f'takes {one / 3600:.1f} h' in grid and f'about {21 * one / 3600:.1f} h' in grid, grid
