@@ -258,15 +258,17 @@ def first_within(points, tol=0.01):
 
 def last_epoch_gains(runs, tol=0.01):
     """Per run with at least two monitored epochs: (name, last epoch, its accuracy, change over the
-    last epoch, first epoch within ``tol`` of the last accuracy), in method and sigma^2 order; shows
-    whether the curves have flattened, and how early."""
+    last epoch, (highest accuracy, its first epoch), first epoch within ``tol`` of the last accuracy), in
+    method and sigma^2 order; shows whether the curves have flattened, how early, and whether a curve
+    ended below its peak."""
     out = []
     for run in runs:
         pts = monitored(run)
         if len(pts) >= 2 and run['method'] is not None and run['color_var'] is not None:
             rank, method, seeds = run_order(run)
             out.append(((rank, float(run['color_var']), method, seeds),
-                        run['name'], pts[-1][0], pts[-1][1], pts[-1][1] - pts[-2][1], first_within(pts, tol)))
+                        run['name'], pts[-1][0], pts[-1][1], pts[-1][1] - pts[-2][1],
+                        max(pts, key=lambda p: (p[1], -p[0]))[::-1], first_within(pts, tol)))
     out.sort(key=lambda o: o[0])
     return [o[1:] for o in out]
 

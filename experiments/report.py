@@ -156,11 +156,11 @@ def readme_body(agg, runs, pngs, readme, budget=None, command=None, argv_shown='
     gains = last_epoch_gains(runs)
     if gains:
         out += ['Monitored test accuracy at the end of each run: its change over the last epoch (a flat curve '
-                'is near 0), and the first epoch from which it stayed within 0.01 of its last accuracy (a curve that '
-                'peaks and falls back settles only once it has come down):', '',
-                markdown_table(['run', 'last epoch', 'accuracy', 'change', 'within 0.01 from epoch'],
-                               [(name, e, f'{acc:.4f}', f'{d:+.4f}', first)
-                                for name, e, acc, d, first in gains]), '']
+                'is near 0), its highest value and when, and the first epoch from which it stayed within 0.01 of '
+                'its last accuracy (a curve that peaks and falls back settles only once it has come down):', '',
+                markdown_table(['run', 'last epoch', 'accuracy', 'change', 'peak (epoch)', 'within 0.01 from epoch'],
+                               [(name, e, f'{acc:.4f}', f'{d:+.4f}', f'{peak:.4f} ({at})', first)
+                                for name, e, acc, d, (peak, at), first in gains]), '']
     spent = records.training_time(runs)
     if spent:
         out += ['Training time the runs recorded (the training steps of each epoch; the per-epoch test monitor '

@@ -191,6 +191,8 @@ def test_first_epoch_within_a_point_of_the_end(runs_dir, tmp_path):
     run = next(r for r in records.load_runs(str(runs_dir)) if r['name'] == 'lnl_var0.020_seed1')
     pts = records.monitored(run)
     assert rows and rows[0].rstrip(' |').endswith(f'| {records.first_within(pts)}')
+    best = max(acc for _, acc in pts)
+    assert f'| {best:.4f} ({min(e for e, acc in pts if acc == best)}) |' in rows[0], rows[0]
 
 
 def test_training_time_in_the_readme_section(runs_dir, tmp_path):
@@ -233,3 +235,15 @@ def test_training_time_in_the_readme_section(runs_dir, tmp_path):
     one = sum(sum(t) / runs_of[m] for m, t in per_method.items())
     grid = next(ln for ln in readme.read_text(encoding='utf-8').splitlines() if ln.startswith('At these times'))
     assert f'takes {one / 3600:.1f} h' in grid and f'about {21 * one / 3600:.1f} h' in grid, grid
+
+
+def test_the_curve_table_names_a_peak_above_the_end(tmp_path):
+    # a BlindEye-like curve: up to 0.80 at epoch 3, down to 0.665 at the end
+    run = tmp_path / 'runs' / 'blindeye_var0.020_seed1'
+    run.mkdir(parents=True)
+    (run / 'options.json').write_text(json.dumps({'method': 'blindeye', 'color_var': 0.02, 'random_seed': 1}))
+    accs = [0.66, 0.75, 0.80, 0.70, 0.80, 0.665]
+    (run / 'results.jsonl').write_text(''.join(json.dumps({'epoch': e, 'monitor_test_acc': a, 'loss_cls': 0.1}) + '\n'
+                                               for e, a in enumerate(accs, 1)))
+    (name, last, acc, change, (peak, at), first), = records.last_epoch_gains(records.load_runs(str(tmp_path / 'runs')))
+    assert (last, acc, peak, at, first) == (6, 0.665, 0.80, 3, 6) and abs(change - (0.665 - 0.80)) < 1e-12
