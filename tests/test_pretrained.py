@@ -49,9 +49,15 @@ def test_shipped_weights_reproduce_their_recorded_accuracy(data_020):
         assert ('h_state_dict' in ckpt) == (entry['method'] in ('lnl', 'blindeye'))
 
 
-@pytest.fixture
-def exported(small_data_dir, tmp_path):
-    """A small finished baseline, tested, exported into its own pretrained folder."""
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+    """A small finished baseline, tested, exported into its own pretrained folder (once for the module; the
+    tests that change its files work on copies)."""
+    from conftest import fake_mnist
+    tmp_path = tmp_path_factory.mktemp('exported')
+    small_data_dir = tmp_path / 'data'
+    colored_mnist.save(colored_mnist.generate(fake_mnist(), SMALL_VAR, seed=3),
+                       colored_mnist.file_path(str(small_data_dir), SMALL_VAR))
     runs, records_dir, out = tmp_path / 'runs', tmp_path / 'records', tmp_path / 'pretrained'
     name = f'baseline_var{SMALL_VAR:.3f}_seed1'
     proc = run_py(train_args(small_data_dir, runs, name, '--method', 'baseline', '--color_var', SMALL_VAR,
@@ -66,8 +72,11 @@ def exported(small_data_dir, tmp_path):
     return out, out / (name + '.pth'), small_data_dir
 
 
-def test_export_round_trip_and_tampering(exported):
-    out, path, data_dir = exported
+def test_export_round_trip_and_tampering(exported, tmp_path):
+    import shutil
+    out = tmp_path / 'pretrained'
+    shutil.copytree(exported[0], out)
+    path, data_dir = out / exported[1].name, exported[2]
     ckpt = torch.load(path, weights_only=True)
     assert set(ckpt) == {'format', 'epoch', 'config', 'options', 'net_state_dict'}
     assert not any(isinstance(v, str) and v.startswith('/') for v in ckpt['options'].values())  # no local paths
