@@ -43,6 +43,11 @@ def sweep_command(args, k, out):
             '--precision', args.precision, *args.train_args]
 
 
+def run_names(args):
+    from experiments.sweep import run_name
+    return [run_name(m, COLOR_VAR, seed) for m in args.methods for seed in args.seeds]
+
+
 def epoch_times(out):
     """``{method: [seconds of each trained epoch, over every run]}`` from the runs' records."""
     times = {}
@@ -63,7 +68,8 @@ def measure(args, k, log):
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         wall = time.perf_counter() - start
-        if proc.returncode != 0 or 'failed' in proc.stdout:
+        if proc.returncode != 0 or not all(os.path.isfile(os.path.join(out, run, 'done'))
+                                           for run in run_names(args)):
             raise UserError(f'the sweep with --runs_at_once {k} failed (exit {proc.returncode}): '
                             f'{(proc.stdout + proc.stderr).strip().splitlines()[-1:]}')
         times = epoch_times(out)
