@@ -52,8 +52,8 @@ def pair(a, b, acc_a, acc_b):
 
 
 def verdicts(found, a, b):
-    """One dict per (method, sigma^2): ``seeds`` run on both sides, the accuracies under the keys ``a`` and
-    ``b``, ``diffs`` (b - a), ``mean_diff``, ``spread_<a>``/``spread_<b>`` and ``within`` (None below two
+    """One dict per (method, sigma^2): ``seeds`` run on both sides, the accuracies under ``values[a]`` and
+    ``values[b]`` (labels are the user's: kept apart from the row's own keys), ``diffs`` (b - a), ``mean_diff``, ``spread_<a>``/``spread_<b>`` and ``within`` (None below two
     seeds)."""
     rows = []
     order = {m: i for i, m in enumerate(records.method_order())}
@@ -61,7 +61,7 @@ def verdicts(found, a, b):
         paired = sorted(s for s, acc in seeds.items() if {a, b} <= set(acc))
         va, vb = [seeds[s][a] for s in paired], [seeds[s][b] for s in paired]
         diffs = [y - x for x, y in zip(va, vb)]
-        row = {'method': method, 'color_var': cv, 'seeds': paired, a: va, b: vb, 'diffs': diffs,
+        row = {'method': method, 'color_var': cv, 'seeds': paired, 'values': {a: va, b: vb}, 'diffs': diffs,
                'mean_a': sum(va) / len(va) if va else None, 'mean_b': sum(vb) / len(vb) if vb else None,
                'mean_diff': sum(diffs) / len(diffs) if diffs else None,
                f'spread_{a}': max(va) - min(va) if len(va) > 1 else None,
@@ -81,7 +81,7 @@ def table_rows(rows, a, b, words=('within the spread between seeds', 'BEYOND the
     out = []
     for r in rows:
         paper = f'{r["paper"]:.4f}' if r['paper'] is not None else '—'
-        for s, x, y, d in zip(r['seeds'], r[a], r[b], r['diffs']):
+        for s, x, y, d in zip(r['seeds'], r['values'][a], r['values'][b], r['diffs']):
             out.append([display_name(r['method']), r['color_var'], str(s), f'{x:.4f}', f'{y:.4f}', f'{d:+.4f}',
                         paper])
         if len(r['seeds']) > 1:

@@ -80,3 +80,17 @@ def test_tables_report_a_grey_method_only_on_the_default_view(tmp_path, monkeypa
         fh.write(json.dumps({'tag': 'test', 'test_acc': 0.84, 'epoch': 1, 'gray_input': True,
                              'gray_view': 'original'}) + '\n')
     assert records.load_runs(tmp_path)[0]['test']['test_acc'] == 0.84 and sweep.status(spec) == 'done'
+
+
+def test_labels_that_are_row_keys(tmp_path):
+    # a variant may be called "paper" (or "seeds", "diffs"): its accuracies stay apart from the paper's number
+    for seed, (x, y) in enumerate(((0.80, 0.82), (0.78, 0.79)), 1):
+        _run(tmp_path / 'a', 'lnl', seed, [('test', x)])
+        _run(tmp_path / 'b', 'lnl', seed, [('test', y)])
+    readme = tmp_path / 'README.md'
+    readme.write_text('<!-- s:begin -->\n<!-- s:end -->\n')
+    proc = run_py(['-m', 'experiments.ab', f'paper={tmp_path / "a"}', f'seeds={tmp_path / "b"}', '--readme', readme,
+                   '--section', 's'])
+    assert proc.returncode == 0, proc.stderr
+    text = readme.read_text()
+    assert '| LNL | 0.020 | 1 | 0.8000 | 0.8200 | +0.0200 | 0.8185 |' in text, text
