@@ -223,7 +223,8 @@ def run(args):
     try:
         from tensorboardX import SummaryWriter
         import matplotlib.image as mpimg
-        with SummaryWriter(logdir=run_dir) as w:
+        # its own file name: an events file of train.py opened in the same second has the same name
+        with SummaryWriter(logdir=run_dir, filename_suffix=f'.{args.tag}') as w:
             step = int(metrics['epoch'] or 0)
             for key, name in (('test_acc', 'acc'), ('aligned_acc', 'aligned_acc'),
                               ('conflicting_acc', 'conflicting_acc'), ('color_acc', 'color_acc'),

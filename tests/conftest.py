@@ -49,6 +49,12 @@ def real_mnist():
     return load_mnist(log=lambda *a: None)
 
 
+@pytest.fixture(scope='session')
+def real_020(real_mnist):
+    """The real MNIST and the sigma^2 = 0.020 data generated from it (default seed and palette), once."""
+    return real_mnist, colored_mnist.generate(real_mnist, 0.020)
+
+
 def run_subprocess(args, timeout=300, **kw):
     """Run a Python entry point of the repository in its own interpreter, as a user would; returns
     CompletedProcess. Each entry point has one test that goes this way (see test_entry_points.py)."""

@@ -39,11 +39,6 @@ def stroke_colors(images, gray):
     return cols
 
 
-@pytest.fixture(scope='module')
-def real_020(real_mnist):
-    return real_mnist, colored_mnist.generate(real_mnist, 0.020)
-
-
 def test_protocol_statistics_on_real_mnist(real_020):
     mnist, data = real_020
     for split in ('train', 'test'):

@@ -176,3 +176,24 @@ def test_smoke_banner_covers_no_axes_or_labels(tmp_path):
     for ax in fig.axes:
         box = ax.get_tightbbox(renderer)
         assert not box.overlaps(banner), (ax.get_title(), box, banner)
+
+
+def test_test_py_never_overwrites_the_training_events(smoke, tmp_path, monkeypatch):
+    # tensorboardX names an events file by the second it opens it: test.py in the same second as train.py's
+    # writer must not replace the training curves
+    import shutil
+    import time
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    _, out = smoke
+    run = tmp_path / 'lnl_var0.020_seed1'
+    shutil.copytree(out / 'lnl_var0.020_seed1', run)
+    train_events = sorted(p.name for p in run.iterdir() if p.name.startswith('events.out.tfevents.'))[0]
+    second = int(train_events.split('.')[3])
+    data_dir = out.parent / 'data'
+    monkeypatch.setattr(time, 'time', lambda: second + 0.5)
+    proc = run_py(['test.py', '-e', run, '--data_dir', data_dir, '--no_generate'])
+    monkeypatch.undo()
+    assert proc.returncode == 0, proc.stderr
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    assert {'train/loss_cls', 'test/acc'} <= set(acc.Tags()['scalars']), acc.Tags()['scalars']

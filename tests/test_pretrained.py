@@ -23,10 +23,10 @@ def provenance():
 
 
 @pytest.fixture(scope='module')
-def data_020(real_mnist, tmp_path_factory):
-    """The sigma^2 = 0.020 file, generated here from the verified raw MNIST."""
+def data_020(real_020, tmp_path_factory):
+    """The sigma^2 = 0.020 file, generated from the verified raw MNIST (conftest's real_020)."""
     data_dir = tmp_path_factory.mktemp('data020')
-    colored_mnist.save(colored_mnist.generate(real_mnist, 0.020), colored_mnist.file_path(str(data_dir), 0.020))
+    colored_mnist.save(real_020[1], colored_mnist.file_path(str(data_dir), 0.020))
     return data_dir
 
 
