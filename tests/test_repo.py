@@ -49,6 +49,12 @@ def test_requirements_pin_torch():
 def test_dockerignore_keeps_data_and_runs_out():
     entries = set(_read('.dockerignore').split())
     assert {'data', 'runs', '.venv', 'venv', '.git'} <= entries
+    # the shipped weights go into the image (BASELINE=pretrained, python -m experiments.pretrained): an
+    # exception after the rule that leaves checkpoints out (Docker applies the last matching line)
+    lines = [ln.strip() for ln in _read('.dockerignore').splitlines()]
+    excluded = [i for i, ln in enumerate(lines) if ln in ('**/*.pth', '*.pth', 'pretrained', 'pretrained/*.pth')]
+    if excluded:
+        assert '!pretrained/*.pth' in lines and lines.index('!pretrained/*.pth') > max(excluded), lines
 
 
 @pytest.mark.parametrize('script', ['train.sh', 'test.sh', '.ci/run', 'benchmarks/gpu_check.sh'])
