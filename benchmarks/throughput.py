@@ -27,13 +27,10 @@ if ROOT not in sys.path:  # run as ``python benchmarks/throughput.py``
 
 from dataset import colored_mnist  # noqa: E402
 from utils import (DATA_DIR, Parser, UserError, atomic_write_text, format_table, markdown_table,  # noqa: E402
-                   positive_int, read_jsonl, replace_readme_section, run_main, without_options)
+                   positive_int, read_jsonl, replace_readme_section, run_main, usable_cores,
+                   without_options)
 
 COLOR_VAR = 0.020
-
-
-def usable_cores():
-    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 
 
 def sweep_command(args, k, out):

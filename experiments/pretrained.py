@@ -121,8 +121,9 @@ def read_provenance(path):
 
 def evaluate_shipped(folder, data_dir, device='cpu', generate_missing=True):
     """One row per shipped file: its accuracy now, next to the one its run recorded."""
+    from test import rebuild
     prov = read_provenance(os.path.join(folder, PROVENANCE))
-    rows = []
+    rows, splits = [], {}
     for name, entry in sorted(prov['files'].items(), key=lambda kv: (records.method_order().index(kv[1]['method'])
                                                                      if kv[1]['method'] in records.method_order()
                                                                      else 99, kv[0])):
@@ -134,15 +135,18 @@ def evaluate_shipped(folder, data_dir, device='cpu', generate_missing=True):
                             f'(restore it with git checkout -- {path})')
         ckpt = C.read_checkpoint(path)
         C.check_fields(ckpt, path)
-        from test import rebuild
         method = entry['method']
         net, h, config = rebuild(ckpt, path, device, method)
         gray = methods.get(method).gray
         color_var = float(entry['color_var'])
-        data_path = colored_mnist.ensure(data_dir, color_var, generate_missing=generate_missing,
-                                         palette=entry['palette'])
-        split = load_splits(data_path, gray=gray, color_var=color_var, num_bins=config['num_bins'], which=('test',),
-                            palette=entry['palette'], gray_view=entry.get('gray_view') or DEFAULT_GRAY_VIEW)['test']
+        view = entry.get('gray_view') or DEFAULT_GRAY_VIEW
+        key = (entry['color_var'], entry['palette'], gray, view if gray else None, config['num_bins'])
+        if key not in splits:  # files of one sigma^2 and view share one read of the data
+            data_path = colored_mnist.ensure(data_dir, color_var, generate_missing=generate_missing,
+                                             palette=entry['palette'])
+            splits[key] = load_splits(data_path, gray=gray, color_var=color_var, num_bins=config['num_bins'],
+                                      which=('test',), palette=entry['palette'], gray_view=view)['test']
+        split = splits[key]
         res = evaluate(net, split.to(device), h, num_classes=config['n_class'], mean_index=split.mean_index)
         rows.append(dict(entry, file=name, acc=res['acc'], conflicting_acc=res['conflicting_acc'],
                          same=res['acc'] == entry['test_acc']))

@@ -26,7 +26,7 @@ import methods
 from dataset.colored_mnist import PAPER_VARIANCES, add_palette_argument, color_variance
 import checkpoint as C
 from experiments import records
-from utils import (DATA_DIR, REPO_ROOT, RUNS_DIR, Parser, RunLock, UserError, existing_or_new_folder, native_bf16, positive_float,
+from utils import (usable_cores, DATA_DIR, REPO_ROOT, RUNS_DIR, Parser, RunLock, UserError, existing_or_new_folder, native_bf16, positive_float,
                    open_no_follow, positive_int, read_jsonl, resolve_device, run_main, sha256_file)
 
 
@@ -284,10 +284,6 @@ def execute(spec, env=None, in_process=False, fresh=False, overwrite=False, show
 
 
 # -- launchers -------------------------------------------------------------------------------------
-
-def usable_cores():
-    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
-
 
 def with_threads(spec, threads):
     """``spec`` with train.py's ``--threads`` set, unless the sweep's train.py arguments set it already."""

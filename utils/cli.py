@@ -99,9 +99,14 @@ def existing_or_new_folder(text):
     return text
 
 
+def usable_cores():
+    """The CPU cores this process may use (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+
+
 def thread_count(text):
     """An argparse ``type`` for ``--threads``: 1 .. the cores this process may use."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    cores = usable_cores()
     value = number(int, 0)(text)
     if value > cores:
         raise argparse.ArgumentTypeError(f'{value} threads on {cores} available core(s) would oversubscribe them '
