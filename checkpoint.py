@@ -67,7 +67,7 @@ def save_checkpoint(path, method, epoch, batch_gen, progress=None):
                    'method': opt.method},
         'net_state_dict': method.net.state_dict(),
         'h_state_dict': method.h.state_dict(),
-        'optim_state_dict': method.optimizers['net'].state_dict(),  # the authors' key
+        'optim_state_dict': next(iter(method.optimizers.values())).state_dict(),  # the authors' key
         'optimizers': {k: o.state_dict() for k, o in method.optimizers.items()},
         'schedulers': {k: s.state_dict() for k, s in method.schedulers.items()},
         'rng': rng_state(batch_gen),
@@ -183,8 +183,9 @@ def check_fields(ckpt, path, resume=False):
                             'new run from its weights with --use_pretrain --checkpoint instead')
 
 
-def load_net_weights(net, state_dict, path):
-    """Load f∘g weights (our names are the authors' names); a clear error for another architecture."""
+def load_net_weights(net, state_dict, path, architecture='an f∘g with bn0, conv1..conv4, fc'):
+    """Load ``net``'s weights (for the paper's f∘g our names are the authors' names); a clear error for another
+    architecture (``architecture`` says what the file must hold)."""
     if not isinstance(state_dict, dict):
         raise UserError(f'{path}: net_state_dict is not a state dict')
     state_dict = {k.replace('module.', '', 1) if k.startswith('module.') else k: v
@@ -198,7 +199,7 @@ def load_net_weights(net, state_dict, path):
     unexpected = sorted(set(state_dict) - set(own))
     if missing or unexpected:
         raise UserError(f'{path} holds another architecture: missing {missing[:4]}, unexpected '
-                        f'{unexpected[:4]}; it must be an f∘g with bn0, conv1..conv4, fc')
+                        f'{unexpected[:4]}; it must be {architecture}')
     wrong = [k for k, v in state_dict.items() if tuple(v.shape) != tuple(own[k].shape)]
     if wrong:
         k = wrong[0]

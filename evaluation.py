@@ -16,12 +16,13 @@ from models import ColorPredictor, color_accuracy, color_loss
 
 
 @torch.no_grad()
-def evaluate(net, split, h=None, batch_size=1000, num_classes=10, mean_index=None):
+def evaluate(net, split, h=None, batch_size=1000, num_classes=10, mean_index=None, bias_label=None):
     """Accuracy of f∘g on ``split`` and, with ``h``, h's colour-bin accuracy. Pure: no loading, no exit.
 
     Returns a dict: ``acc``, ``aligned_acc`` / ``conflicting_acc`` (digits whose stroke colour is /
     is not nearest to their own class's mean colour, given ``mean_index``), ``per_class_acc``,
-    ``confusion`` (rows true, columns predicted), ``color_acc`` when h is given.
+    ``confusion`` (rows true, columns predicted), ``color_acc`` when h is given (scored against
+    ``bias_label(colors)`` when given, else the colour-bin maps).
     """
     was_training = net.training
     net.eval()
@@ -34,7 +35,8 @@ def evaluate(net, split, h=None, batch_size=1000, num_classes=10, mean_index=Non
         feat, logits = net(x)
         preds.append(logits.argmax(1))
         if h is not None:
-            c, n = color_accuracy(h(feat), split.colors[start:start + batch_size])
+            target = split.colors[start:start + batch_size]
+            c, n = color_accuracy(h(feat), target if bias_label is None else bias_label(target))
             correct_c, counted_c = correct_c + c, counted_c + n
     net.train(was_training)
     if h is not None:
@@ -61,15 +63,19 @@ def evaluate(net, split, h=None, batch_size=1000, num_classes=10, mean_index=Non
 
 
 def probe_color_leakage(net, train, test, epochs=1, batch_size=128, lr=0.01, momentum=0.9,
-                        weight_decay=5e-4, num_bins=8, feat_ch=32, seed=0, max_train=None, progress=False):
+                        weight_decay=5e-4, num_bins=8, feat_ch=32, seed=0, max_train=None, progress=False,
+                        features=None, head=None, bias_label=None):
     """Train a fresh h on frozen ``net.f`` features; return its colour-bin accuracy on ``test``
-    (``progress``: a progress bar with its ETA)."""
+    (``progress``: a progress bar with its ETA). A method with networks of its own gives ``features(net, x)``
+    (what is probed), ``head()`` (a fresh predictor for them) and ``bias_label(colors)`` (its target)."""
     from tqdm import tqdm
     device = train.images.device
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        probe = ColorPredictor(in_ch=feat_ch, num_bins=num_bins).to(device)
+        probe = (ColorPredictor(in_ch=feat_ch, num_bins=num_bins) if head is None else head()).to(device)
+    features = features or (lambda model, x: model.f(x))
+    bias_label = bias_label or (lambda colors: colors)
     opt = torch.optim.SGD(probe.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     was_training = net.training
     net.eval()
@@ -82,8 +88,8 @@ def probe_color_leakage(net, train, test, epochs=1, batch_size=128, lr=0.01, mom
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             with torch.no_grad():
-                feat = net.f(train.images[idx])
-            loss = color_loss(probe(feat), train.colors[idx])
+                feat = features(net, train.images[idx])
+            loss = color_loss(probe(feat), bias_label(train.colors[idx]))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -93,8 +99,8 @@ def probe_color_leakage(net, train, test, epochs=1, batch_size=128, lr=0.01, mom
     correct, counted = 0, 0
     with torch.no_grad():
         for start in range(0, len(test), 1000):
-            c, k = color_accuracy(probe(net.f(test.images[start:start + 1000])),
-                                  test.colors[start:start + 1000])
+            c, k = color_accuracy(probe(features(net, test.images[start:start + 1000])),
+                                  bias_label(test.colors[start:start + 1000]))
             correct, counted = correct + c, counted + k
     net.train(was_training)
     return float(correct / max(float(counted), 1.0))

@@ -10,6 +10,22 @@ from utils import (DATA_DIR, RUNS_DIR, Parser, existing_or_new_folder, nonneg_fl
                    positive_int, run_name, seed_number, thread_count)
 
 
+# Defaults of options that a method may set otherwise (its class's ``option_defaults``).
+COMMON_DEFAULTS = {'lr': 0.01, 'lr_decay_period': 40, 'max_step': 100}
+
+
+def method_default(method, key):
+    """The default of option ``key`` for a run of ``method``."""
+    cls = methods.METHODS.get(method)
+    return (cls.option_defaults if cls else {}).get(key, COMMON_DEFAULTS[key])
+
+
+def method_defaults_text(key):
+    own = [f'{name}: {cls.option_defaults[key]:g}' for name, cls in sorted(methods.METHODS.items())
+           if key in cls.option_defaults]
+    return f' (default: {COMMON_DEFAULTS[key]:g}' + (f'; {", ".join(own)}' if own else '') + ')'
+
+
 def build_parser(description='Learning Not to Learn on Colored-MNIST'):
     p = Parser(description=description)
     p.add_argument('-e', '--exp_name', required=True, type=run_name, help='experiment name: the run folder under --save_dir')
@@ -35,10 +51,13 @@ def build_parser(description='Learning Not to Learn on Colored-MNIST'):
                    help='colour bins per channel that h predicts (a channel value v in 0..255 is bin v * num_bins // 256)')
 
     o = p.add_argument_group('optimisation')
-    o.add_argument('--lr', type=positive_float, default=0.01, help='initial learning rate (authors: 0.01 baseline, 0.001 LNL)')
+    o.add_argument('--lr', type=positive_float, default=None,
+                   help='initial learning rate (authors: 0.01 baseline, 0.001 LNL)' + method_defaults_text('lr'))
     o.add_argument('--lr_decay_rate', type=positive_float, default=0.1, help='learning-rate decay factor')
-    o.add_argument('--lr_decay_period', type=positive_int, default=40, help='decay the learning rate every this many epochs')
-    o.add_argument('--max_step', type=positive_int, default=100, help='number of training epochs')
+    o.add_argument('--lr_decay_period', type=positive_int, default=None,
+                   help='decay the learning rate every this many epochs' + method_defaults_text('lr_decay_period'))
+    o.add_argument('--max_step', type=positive_int, default=None,
+                   help='number of training epochs' + method_defaults_text('max_step'))
     o.add_argument('--batch_size', type=positive_int, default=128, help='mini-batch size')
     o.add_argument('--momentum', type=nonneg_float, default=0.9, help='SGD momentum')
     o.add_argument('--weight_decay', type=nonneg_float, default=0.0005, help='SGD weight decay')
@@ -92,6 +111,9 @@ def finalize(opt):
         opt.method = 'baseline'
     if opt.amp:
         opt.precision = 'bf16'
+    for key in COMMON_DEFAULTS:
+        if getattr(opt, key) is None:
+            setattr(opt, key, method_default(opt.method, key))
     return opt
 
 

@@ -22,7 +22,6 @@ from dataset.colored_mnist import color_variance
 from dataset.tensors import DEFAULT_GRAY_VIEW, DRY_RUN_DATA, GRAY_VIEWS, load_splits, to_gray, view_tag
 from evaluation import evaluate, probe_color_leakage
 from experiments.figures import confusion_png
-from models import ColorPredictor, ConvNet
 from utils import (DATA_DIR, RUNS_DIR, Parser, UserError, append_line, atomic_write_text, existing_or_new_folder,
                    format_table, positive_int, read_jsonl, refuse_links, resolve_device, run_main, run_name)
 
@@ -65,16 +64,14 @@ def build_parser():
     return p
 
 
-def sizes(ckpt, path):
-    """``n_class``, ``feat_ch`` and ``num_bins`` read from the weights' shapes, checked against the checkpoint's
-    config before any network is built (a config that asks for huge networks is refused, not allocated)."""
-    net_sd, h_sd = ckpt['net_state_dict'], ckpt.get('h_state_dict') or {}
-    shape = {k: tuple(v.shape) for k, v in list(net_sd.items()) + list(h_sd.items()) if hasattr(v, 'shape')}
-    if len(shape.get('fc.weight', ())) != 2 or len(shape.get('conv1.weight', ())) != 4:
-        raise UserError(f'{path} holds another architecture (no fc.weight or conv1.weight of the expected rank); '
-                        'it must be an f∘g with bn0, conv1..conv4, fc')
-    found = {'n_class': shape['fc.weight'][0], 'feat_ch': shape['conv1.weight'][0],
-             'num_bins': shape.get('heads.0.pred_conv2.weight', (None,))[0]}
+def sizes(ckpt, path, method='baseline'):
+    """``n_class``, ``feat_ch`` and ``num_bins`` read from the weights' shapes (by the method's class), checked
+    against the checkpoint's config before any network is built (a config that asks for huge networks is
+    refused, not allocated)."""
+    cls = methods.get(method)
+    found = cls.weight_sizes(ckpt['net_state_dict'], ckpt.get('h_state_dict') or {})
+    if found is None:
+        raise UserError(f'{path} holds another architecture than {method}\'s; it must be {cls.architecture}')
     cfg = ckpt.get('config') or {}
     for key, (low, high) in C.CONFIG_LIMITS.items():
         if found[key] is None:
@@ -110,16 +107,21 @@ def check_writable(run_dir):
 
 
 def rebuild(ckpt, path, device, method):
-    """f∘g (and h when the method has a trained one) from the checkpoint's own configuration; returns
-    ``(net, h, config)`` with the sizes used (``n_class``, ``feat_ch``, ``num_bins``)."""
-    config = sizes(ckpt, path)
-    net = ConvNet(num_classes=config['n_class'], feat_ch=config['feat_ch'])
-    C.load_net_weights(net, ckpt['net_state_dict'], path)
-    h = None
-    if ckpt.get('h_state_dict') is not None and methods.get(method).uses_h:
-        h = ColorPredictor(in_ch=config['feat_ch'], num_bins=config['num_bins'])
-        h.load_state_dict(ckpt['h_state_dict'])
+    """The method's networks (f∘g, and h when the method has a trained one) from the checkpoint's own
+    configuration; returns ``(net, h, config)`` with the sizes used (``n_class``, ``feat_ch``, ``num_bins``)."""
+    cls = methods.get(method)
+    config = sizes(ckpt, path, method)
+    net, h = cls.networks(config['n_class'], config['feat_ch'], config['num_bins'])
+    C.load_net_weights(net, ckpt['net_state_dict'], path, cls.architecture)
+    if ckpt.get('h_state_dict') is not None and cls.uses_h:
+        try:
+            h.load_state_dict(ckpt['h_state_dict'])
+        except RuntimeError as exc:
+            raise UserError(f'{path}: its h does not fit {method}\'s ({str(exc).splitlines()[0][:120]}); the file '
+                            'is damaged or of another method') from None
         h.to(device).eval()
+    else:
+        h = None
     return net.to(device).eval(), h, config
 
 
@@ -157,7 +159,6 @@ def run(args):
     if run_dir is None:
         run_dir = os.path.dirname(os.path.abspath(path))
     check_writable(run_dir)
-    sizes(ckpt, path)  # the networks' sizes, checked before the data is read or anything is built
     opts = ckpt.get('options') or {}
     for key, kind in (('method', str), ('color_var', (int, float)), ('palette', str), ('dry_run', bool)):
         if opts.get(key) is not None and (not isinstance(opts[key], kind) or
@@ -172,7 +173,9 @@ def run(args):
     if method not in methods.METHODS:
         raise UserError(f'{path} was trained with method {method!r}, which this version does not know '
                         f'({", ".join(methods.method_names())})')
-    gray = methods.get(method).gray
+    sizes(ckpt, path, method)  # the networks' sizes, checked before the data is read or anything is built
+    cls = methods.get(method)
+    gray = cls.gray
     if args.tag is None:
         args.tag = view_tag(args.gray_view) if gray else 'test'
     color_var = args.color_var or opts.get('color_var')
@@ -197,7 +200,7 @@ def run(args):
         raise UserError(f'the test split of {data_path} is empty; regenerate the file')
     test = splits['test'].to(device)
     res = evaluate(net, test, h, batch_size=args.batch_size, num_classes=config['n_class'],
-                     mean_index=splits['test'].mean_index)
+                   mean_index=splits['test'].mean_index, bias_label=cls.bias_label)
     metrics = {'tag': args.tag, 'test_acc': res['acc'], 'aligned_acc': res['aligned_acc'],
                'conflicting_acc': res['conflicting_acc'], 'aligned_fraction': res['aligned_fraction'],
                'per_class_acc': res['per_class_acc'], 'confusion': res['confusion'],
@@ -213,7 +216,10 @@ def run(args):
         train = splits['train'].to(device)
         metrics['probe_color_acc'] = probe_color_leakage(net, train, test, epochs=args.probe_epochs,
                                                          feat_ch=config['feat_ch'], num_bins=config['num_bins'],
-                                                         progress=not args.no_progress)
+                                                         progress=not args.no_progress, features=cls.probe_features,
+                                                         head=lambda: cls.probe_head(config['feat_ch'],
+                                                                                     config['num_bins']),
+                                                         bias_label=cls.bias_label)
     os.makedirs(run_dir, exist_ok=True)
     png = confusion_png(res['confusion'], os.path.join(run_dir, f'confusion_{args.tag}.png'),
                         f'{method}, sigma^2={color_var:.3f}: test acc {res["acc"]:.4f}',

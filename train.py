@@ -194,8 +194,8 @@ def train(opt, run_dir, argv, logger):
 
     method = methods.build_method(opt, device)
     if pretrain is not None:
-        C.load_net_weights(method.net, pretrain['net_state_dict'], opt.checkpoint)
-        logger.info(f'f and g initialised from {opt.checkpoint} (sha256 {opt.pretrain_sha256}); h starts fresh')
+        taken = method.load_start(pretrain, opt.checkpoint)
+        logger.info(f'{taken} initialised from {opt.checkpoint} (sha256 {opt.pretrain_sha256}); the rest starts fresh')
     tr = Trainer(opt, method, splits, run_dir, logger, writer)
     if resume is not None:
         tr.resume(*resume)

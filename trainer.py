@@ -49,6 +49,23 @@ class NonFiniteLoss(UserError):
     pass
 
 
+class EpochData:
+    """What :meth:`methods.Method.begin_epoch` may draw from: the training split, its batch count and size, the
+    run's batch-order generator (its draws are part of the resumable state) and a progress bar."""
+
+    def __init__(self, trainer, train, n_batches):
+        self.train, self.n_batches, self.batch_size = train, n_batches, trainer.opt.batch_size
+        self._trainer = trainer
+
+    def batches(self, desc):
+        """One pass in a fresh random order, as the epochs draw theirs: (images, colors, labels) per batch."""
+        t = self._trainer
+        order = torch.randperm(len(self.train), generator=t.batch_gen).to(self.train.labels.device)
+        for i in tqdm(range(self.n_batches), desc=desc, dynamic_ncols=True, leave=False, disable=t.opt.no_progress):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self.train.images[idx], self.train.colors[idx], self.train.labels[idx]
+
+
 class Trainer:
     """Runs one method over the epochs, logs, evaluates and checkpoints into ``run_dir``."""
 
@@ -68,7 +85,7 @@ class Trainer:
     def resume(self, path, ckpt):
         check_resume_options(ckpt.get('options', {}), self.opt, path)
         m = self.method
-        load_net_weights(m.net, ckpt['net_state_dict'], path)
+        load_net_weights(m.net, ckpt['net_state_dict'], path, m.architecture)
         m.h.load_state_dict(ckpt['h_state_dict'])
         for k, o in m.optimizers.items():
             o.load_state_dict(ckpt['optimizers'][k])
@@ -145,13 +162,15 @@ class Trainer:
 
     def train_epoch(self, epoch, train, n_batches):
         opt, m = self.opt, self.method
+        m.train(True)
         if self.progress is not None:  # resuming in the middle of this epoch
+            m.begin_epoch(epoch, EpochData(self, train, n_batches), resumed=True)
             order, pos = self.progress['order'].to(train.labels.device), self.progress['pos']
             sums = {k: torch.as_tensor(v) for k, v in self.progress['sums'].items()}
             self.progress = None
         else:
+            m.begin_epoch(epoch, EpochData(self, train, n_batches), resumed=False)
             order, pos, sums = torch.randperm(len(train), generator=self.batch_gen).to(train.labels.device), 0, {}
-        m.train(True)
         bar = tqdm(total=n_batches, initial=pos, desc=f'{opt.method} epoch {epoch + 1}/{opt.max_step}',
                    dynamic_ncols=True, leave=False, disable=opt.no_progress)
         t0 = time.time()
@@ -198,14 +217,16 @@ class Trainer:
         n = DRY_RUN_EVAL if self.opt.dry_run else None
         if 'val' in self.splits:
             val = self.splits['val']
-            res = evaluate(m.net, val.subset(n) if n else val, h, num_classes=self.opt.n_class)
+            res = evaluate(m.net, val.subset(n) if n else val, h, num_classes=self.opt.n_class,
+                           bias_label=m.bias_label)
             out['val_acc'] = res['acc']
         if self.opt.monitor_test:
             # monitoring only (the curve in the README); nothing is selected on it
             test, mean_index = self.splits['test'], self.test_mean_index
             if n:
                 test, mean_index = test.subset(n), mean_index[:n]
-            res = evaluate(m.net, test, h, num_classes=self.opt.n_class, mean_index=mean_index)
+            res = evaluate(m.net, test, h, num_classes=self.opt.n_class, mean_index=mean_index,
+                           bias_label=m.bias_label)
             out['monitor_test_acc'] = res['acc']
             out['monitor_conflicting_acc'] = res['conflicting_acc']
             if h is not None:

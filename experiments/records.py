@@ -26,6 +26,14 @@ PAPER_FIG4 = {
 NUMERIC = ('test_acc', 'monitor_test_acc', 'aligned_acc', 'conflicting_acc', 'probe_color_acc', 'color_acc')
 
 
+def published(method, color_var):
+    """``(accuracy, who)`` a method beyond the paper's Fig. 4 is reported at by its own authors (its class's
+    ``published``), or None."""
+    cls = methods.METHODS.get(method)
+    value = (cls.published if cls else {}).get(var_key(color_var))
+    return None if value is None or method in PAPER_FIG4 else (value, cls.published_by)
+
+
 def method_order():
     """The registered methods, in the order of the tables."""
     return methods.method_names()
@@ -199,6 +207,7 @@ def aggregate(runs):
             'mean': float(np.mean(values)),
             'std': float(np.std(values, ddof=1)) if n > 1 else None,
             'paper': PAPER_FIG4.get(key[0], {}).get(key[1]),
+            'published': published(*key),
             'aligned_mean': mean_of(tests, 'aligned_acc')[0],
             'conflicting_mean': mean_of(tests, 'conflicting_acc')[0],
             'probe_color_acc': probe, 'probe_n': probe_n,

@@ -9,7 +9,7 @@ from experiments.figures import display_name
 from experiments import records
 import methods
 from dataset.colored_mnist import PAPER_VARIANCES
-from experiments.records import PAPER_FIG4, last_epoch_gains, probed_methods, shortfalls
+from experiments.records import PAPER_FIG4, last_epoch_gains, probed_methods, published, shortfalls
 from utils import format_table, markdown_table, without_options
 
 DASH = '—'
@@ -22,8 +22,10 @@ def fmt(x):
     return DASH if x is None else f'{x:.4f}'
 
 
-def accuracy_cell(cell, paper):
+def accuracy_cell(cell, paper, published=None):
     paper_txt = f' [paper {fmt(paper)}]' if paper is not None else ''
+    if paper is None and published is not None:
+        paper_txt = f' [{published[1]} {fmt(published[0])}]'
     if cell is None:
         return DASH + paper_txt
     if cell['n'] > 1:
@@ -37,15 +39,15 @@ def tables(agg):
     cells = agg['cells']
     header = ['method'] + cvs
     shown = [m for m in agg['methods'] if m in PAPER_FIG4 or any((m, cv) in cells for cv in cvs)]
-    fig4 = [[display_name(m)] + [accuracy_cell(cells.get((m, cv)), PAPER_FIG4.get(m, {}).get(cv)) for cv in cvs]
-            for m in shown]
+    fig4 = [[display_name(m)] + [accuracy_cell(cells.get((m, cv)), PAPER_FIG4.get(m, {}).get(cv), published(m, cv))
+                                 for cv in cvs] for m in shown]
     colour = []
     with_h = [m for m in agg['methods'] if m in methods.METHODS and methods.METHODS[m].uses_h]
     for key, count, label, rows in (('probe_color_acc', 'probe_n', 'probe colour acc', probed_methods()),
                                     ('color_acc', 'color_n', 'h colour acc', with_h)):
         for m in rows:
-            if m not in agg['methods']:
-                continue  # a method left out with --methods
+            if m not in agg['methods'] or m not in shown:
+                continue  # a method left out with --methods, or one beyond the paper's with no run here
             row = [f'{display_name(m)}: {label}']
             for cv in cvs:
                 cell = cells.get((m, cv))

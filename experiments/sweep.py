@@ -108,11 +108,13 @@ def differences(spec, train_argv=None, recorded=None):
     if not recorded:
         return None, False
     asked = requested_options(spec['train'] if train_argv is None else train_argv)
-    from option import build_parser
-    defaults = build_parser()
+    from option import COMMON_DEFAULTS, build_parser, method_default
+    parser = build_parser()
+
+    def default(k):
+        return method_default(asked['method'], k) if k in COMMON_DEFAULTS else parser.get_default(k)
     keys = [k for k in C.run_defining(asked['method']) if k not in ('amp', 'precision')]
-    diffs = [(k, recorded.get(k, defaults.get_default(k)), asked.get(k)) for k in keys
-             if recorded.get(k, defaults.get_default(k)) != asked.get(k)]
+    diffs = [(k, recorded.get(k, default(k)), asked.get(k)) for k in keys if recorded.get(k, default(k)) != asked.get(k)]
     # precision: 'auto' matches a run that asked for 'auto' too; otherwise the arithmetic must be the same
     if not (asked['precision'] == 'auto' and recorded.get('precision_requested', 'auto') == 'auto'):
         wanted = asked['precision']

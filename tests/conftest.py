@@ -69,6 +69,7 @@ ENTRY_POINTS = {('train.py',): 'train', ('test.py',): 'test', ('benchmarks/speed
                 ('-m', 'experiments.collect_results'): 'experiments.collect_results',
                 ('-m', 'experiments.parity'): 'experiments.parity', ('-m', 'experiments.ab'): 'experiments.ab',
                 ('-m', 'experiments.pretrained'): 'experiments.pretrained',
+                ('-m', 'experiments.csad_parity'): 'experiments.csad_parity',
                 ('-m', 'dataset.colored_mnist'): 'dataset.colored_mnist'}
 
 

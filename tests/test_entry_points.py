@@ -16,6 +16,7 @@ ENTRY_POINTS = {
     'generator': (['-m', 'dataset.colored_mnist'], ['--color_var', '-0.1'], 'must be a positive number'),
     'pretrained': (['-m', 'experiments.pretrained'], ['--dir', '{tmp}'], 'cannot read'),
     'speed': (['benchmarks/speed.py'], ['--n_images', '5'], '--n_images must be at least the batch size'),
+    'csad_parity': (['-m', 'experiments.csad_parity'], ['--their_code', '{tmp}'], 'no models.py'),
 }
 
 
