@@ -73,7 +73,7 @@ from utils import (Parser, UserError, atomic_write_text, native_bf16, nonneg_int
 # The authors' pipeline and the report, each in its own module; their names stay importable from here.
 from benchmarks.reference_pipeline import (BATCH_SIZE, BIN_WIDTH, PREFETCH_FACTOR, AuthorsLNLStep,  # noqa: E402,F401
                                            AuthorsStyleDataset, reference_loader)
-from benchmarks.speed_report import (EPOCH_IMAGES, EPOCH_ITERS, FLOOR_TARGET, METHOD_NAMES,  # noqa: E402,F401
+from benchmarks.speed_report import (ALL_METHOD_NAMES, EPOCH_IMAGES, EPOCH_ITERS, FLOOR_TARGET, METHOD_NAMES,  # noqa: E402,F401
                                      SHOWN_CPU_FLAGS, SPEEDUP_TARGETS, TRAIN_TIME_SECTION, device_name, display,
                                      duration, report, summarise, targets, train_time_text)
 
@@ -81,7 +81,9 @@ COLOR_VAR = 0.020
 PRECISIONS = ('fp32', 'bf16')
 
 # Learning rates of the authors' scripts; they only matter in keeping the losses finite.
-LEARNING_RATES = {'baseline': 0.01, 'lnl': 0.001}
+# The epoch index the timed blocks run as: not the first, so a method's work before its first epoch (CSAD's MI
+# warm-up passes, once per run) is not counted in every block.
+STEADY_EPOCH = 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -150,7 +152,7 @@ class Ours:
             else:
                 tr.progress = {'order': self.order, 'pos': self.pos, 'sums': {}}
             t0 = clock(self.device)
-            tr.train_epoch(0, self.split, end)
+            tr.train_epoch(STEADY_EPOCH, self.split, end)
             elapsed += clock(self.device) - t0
             if self.pos == 0:
                 # the order train_epoch drew, recomputed (untimed) so the next block continues it
@@ -219,7 +221,7 @@ class Reference:
 def build(name, device, args, reference=False, precision='fp32'):
     """A method object as train.py builds it; the reference one in the authors' settings (fp32)."""
     argv = ['-e', 'speed', '--method', name, '--device', str(device), '--no_progress',
-            '--lr', str(LEARNING_RATES[name]), '--batch_size', str(BATCH_SIZE)]
+            '--lr', str(methods.get(name).lr), '--batch_size', str(BATCH_SIZE)]
     if reference or not args.channels_last:
         argv.append('--no_channels_last')
     if not reference:
@@ -252,18 +254,22 @@ def measure(args, device, images, labels, log):
             opt, method = build(name, device, args, precision=p)
             runners[name][f'ours_{p}'] = Ours(opt, method, split, device)
             runners[name][f'floor_{p}'] = Floor(build(name, device, args, precision=p)[1], split, device)
-        runners[name]['reference'] = Reference(build(name, device, args, reference=True)[1], loader, device, queued)
+        if name in METHOD_NAMES:  # the authors' pipeline exists for the paper's methods only
+            runners[name]['reference'] = Reference(build(name, device, args, reference=True)[1], loader, device,
+                                                   queued)
     for name in args.methods:
         for kind in pipelines:
-            log(f'warm-up: {name} {kind} ({args.warmup} iterations)')
-            runners[name][kind].run(args.warmup)
-    times = {name: {kind: [] for kind in pipelines} for name in args.methods}
+            if kind in runners[name]:
+                log(f'warm-up: {name} {kind} ({args.warmup} iterations)')
+                runners[name][kind].run(args.warmup)
+    times = {name: {kind: [] for kind in pipelines if kind in runners[name]} for name in args.methods}
     for r in range(args.rounds):
         log(f'round {r + 1}/{args.rounds}: {args.block} iterations per pipeline and method')
         order = pipelines[r % len(pipelines):] + pipelines[:r % len(pipelines)]
         for name in args.methods:
             for kind in order:
-                times[name][kind].append(runners[name][kind].run(args.block) / args.block)
+                if kind in runners[name]:
+                    times[name][kind].append(runners[name][kind].run(args.block) / args.block)
     return times
 
 
@@ -277,7 +283,9 @@ def build_parser():
     p.add_argument('--rounds', type=positive_int, default=None, help='interleaved rounds (default 20, --quick 10)')
     p.add_argument('--warmup', type=nonneg_int, default=None,
                    help='untimed iterations per pipeline and method first (default 5, --quick 3)')
-    p.add_argument('--methods', nargs='+', choices=METHOD_NAMES, default=list(METHOD_NAMES))
+    p.add_argument('--methods', nargs='+', choices=ALL_METHOD_NAMES, default=list(METHOD_NAMES),
+                   help='methods to time; csad_base and csad (beyond the paper) have no authors\' reference pipeline '
+                        'here: ours and floor only')
     p.add_argument('--precisions', nargs='+', choices=PRECISIONS, default=None,
                    help='precisions of ours and floor (default: fp32, and bf16 where the device computes it natively)')
     p.add_argument('--amp', action='store_true', help='the same as --precisions bf16')
@@ -313,7 +321,7 @@ def parse_args(argv=None):
         raise UserError(f'--n_images must be at least the batch size {BATCH_SIZE}')
     args.rounds = min(args.rounds, args.iters)
     args.block = args.iters // args.rounds
-    args.methods = [m for m in METHOD_NAMES if m in args.methods]
+    args.methods = [m for m in ALL_METHOD_NAMES if m in args.methods]
     return args
 
 
@@ -351,8 +359,10 @@ def main(argv=None):
         shown = without_options(argv if argv is not None else sys.argv[1:], ('--readme', '--train_time_readme'))
         cmd = 'python benchmarks/speed.py ' + ' '.join(shown)
         replace_readme_section(args.readme, args.section, f'```\n$ {cmd.strip()}\n{report(res, data_desc)}\n```')
-        with contextlib.suppress(UserError):  # a README without the section keeps only the table
-            replace_readme_section(args.train_time_readme or args.readme, TRAIN_TIME_SECTION, train_time_text(res))
+        if res.get('baseline_epoch_s') is not None and res.get('lnl_epoch_s') is not None:
+            with contextlib.suppress(UserError):  # a README without the section keeps only the table
+                replace_readme_section(args.train_time_readme or args.readme, TRAIN_TIME_SECTION,
+                                       train_time_text(res))
     print(line, flush=True)
     if args.check and not all(t['pass'] for t in res['targets'].values() if t['pass'] is not None):
         sys.exit(1)

@@ -82,6 +82,9 @@ class _Recorder:
     def lr_now(self):
         return 0.0
 
+    def begin_epoch(self, epoch, data, resumed):
+        pass
+
     def update(self, images, colors, labels):
         self.seen.append(images[:, 0, 0, 0].long())
         return {'loss_cls': torch.zeros(())}
