@@ -1,8 +1,9 @@
 """Turn a folder of finished runs into the paper's Fig. 4: a table and a plot of unbiased test accuracy.
 
     python -m experiments.collect_results sweeps/fig4 [--out_prefix PATH] [--title TEXT] [--no_plot] [--confusion 0.020]
+    python -m experiments.collect_results docs/results/csad docs/results/paper_e100 --methods lnl csad_base csad
 
-Every ``results.jsonl`` under DIR whose folder also holds ``options.json`` is one run (the layout written
+Every ``results.jsonl`` under DIR (under each DIR given) whose folder also holds ``options.json`` is one run (the layout written
 by train.py and the sweep). A run's result is the newest evaluation record of test.py in its
 ``results.jsonl`` (the one with ``test_acc``, of ``--tag``) that evaluated the run's last epoch on the run's
 own sigma^2; a run without one is reported as incomplete and left out (with a warning naming a record of an
@@ -36,7 +37,9 @@ from utils import Parser, UserError, atomic_write_text, replace_readme_section, 
 
 def build_parser():
     p = Parser(description='Collect sweep runs into the Fig. 4 table and plot.')
-    p.add_argument('dir', metavar='DIR', help='folder of run folders (the --out of the sweep)')
+    p.add_argument('dirs', metavar='DIR', nargs='+',
+                   help='folder of run folders (the --out of the sweep); several are reported together (e.g. a '
+                        'method beside the runs of another sweep); the first one holds provenance.json')
     p.add_argument('--out_prefix', default=None, help='path prefix of the outputs (default: DIR/fig4)')
     p.add_argument('--title', default='Unbiased test accuracy (Colored-MNIST)', help='title of the plot')
     p.add_argument('--no_plot', action='store_true', help='write the tables only, no accuracy or curve plot')
@@ -76,7 +79,8 @@ def provenance(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    runs = records.load_runs(args.dir, tag=args.tag, gray_view=args.gray_view)
+    args.dir = args.dirs[0]
+    runs = [run for d in args.dirs for run in records.load_runs(d, tag=args.tag, gray_view=args.gray_view)]
     agg = records.aggregate(runs)
     for run in runs:
         if run['test'] is None and run['stale_test'] is not None:
@@ -100,10 +104,10 @@ def main(argv=None):
               f'not counted', file=sys.stderr)
     for method, cv, seed in records.duplicate_seeds(agg):
         print(f'warning: {figures.display_name(method)} sigma^2={cv} seed {seed} appears more than once under '
-              f'{args.dir}; every copy is counted', file=sys.stderr)
+              f'{" ".join(args.dirs)}; every copy is counted', file=sys.stderr)
     if not agg['cells']:
-        raise UserError(f'no finished run under {args.dir}: {len(runs)} run(s) found, none has a test record '
-                        f'(run test.py, or let the sweep finish)')
+        raise UserError(f'no finished run under {" ".join(args.dirs)}: {len(runs)} run(s) found, none has a test '
+                        'record (run test.py, or let the sweep finish)')
     prefix = args.out_prefix or os.path.join(args.dir, 'fig4')
     smoke = [r['name'] for r in runs if r['dry_run']]
     banner = 'SMOKE RUN (--dry_run): not results' if smoke else None
@@ -111,7 +115,7 @@ def main(argv=None):
         print(f'warning: {len(smoke)} of {len(runs)} runs are --dry_run smoke runs ({", ".join(smoke[:3])}'
               f'{", ..." if len(smoke) > 3 else ""}): the table and figures are marked as such', file=sys.stderr)
         if args.readme:
-            raise UserError(f'{args.dir} holds --dry_run smoke runs; their numbers are not results and are not '
+            raise UserError(f'{" ".join(args.dirs)} holds --dry_run smoke runs; their numbers are not results and are not '
                             'written into a README')
         print(report.SMOKE)
     print(report.to_text(agg), end='')
