@@ -43,6 +43,7 @@ one class decorated with :func:`register`.
 """
 import contextlib
 import dataclasses
+import re
 import warnings
 
 import torch
@@ -234,7 +235,7 @@ class Method:
         with warnings.catch_warnings():
             # an optimiser whose networks do not train in some epochs (csad_base's bias branch in its first
             # phase) has not stepped when its schedule does; the schedule is meant to advance all the same
-            warnings.filterwarnings('ignore', message='Detected call of `lr_scheduler.step()` before')
+            warnings.filterwarnings('ignore', message=re.escape('Detected call of `lr_scheduler.step()` before'))
             for s in self.schedulers.values():
                 s.step()
 
