@@ -98,6 +98,7 @@ def main(argv=None):
         return train(opt, run_dir, argv, logger)
     finally:
         torch.use_deterministic_algorithms(deterministic)  # main() may run inside another process (the sweep)
+        torch.set_flush_denormal(False)  # PyTorch's default; a method may have turned it on (its class's flush_denormal)
         lock.release()
         if os.listdir(run_dir) == ['.lock']:  # a start that failed before writing anything leaves no folder
             os.remove(lock.path)
@@ -169,6 +170,8 @@ def train(opt, run_dir, argv, logger):
     path = prepare_data(opt)
     seed_everything(opt.random_seed)
     method_cls = methods.get(opt.method)
+    if method_cls.flush_denormal and device.type == 'cpu':
+        torch.set_flush_denormal(True)
     notes = []
     splits = load_splits(path, gray=method_cls.gray, val_size=opt.val_size, seed=opt.random_seed,
                          color_var=opt.color_var, palette=opt.palette, log=notes.append, num_bins=opt.num_bins,

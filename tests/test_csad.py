@@ -207,3 +207,20 @@ def test_csad_refuses_to_start_from_a_paper_baseline(small_data_dir, tmp_path):
     proc = run_py(train_args(small_data_dir, runs, 'c', '--method', 'csad', '--dry_run', '--max_step', 1,
                              '--use_pretrain', '--checkpoint', runs / 'b' / 'checkpoint_last.pth'))
     assert_user_error(proc, 'another architecture')
+
+
+def test_csad_trains_with_denormals_flushed_and_leaves_the_process_as_it_was(small_data_dir, tmp_path, monkeypatch):
+    """Adam's moments decaying into the denormal range made csad_base's steps 13x slower on the CPU; its runs
+    flush them to zero, and train.py turns that off again when it returns (the sweep runs in one process)."""
+    seen = []
+    update = methods_csad.CSADBase.update
+
+    def recording_update(self, *a):
+        seen.append(float(torch.tensor([1e-39]) * 1.0) == 0.0)  # a denormal flushed to zero?
+        return update(self, *a)
+    monkeypatch.setattr(methods_csad.CSADBase, 'update', recording_update)
+    proc = run_py(train_args(small_data_dir, tmp_path / 'runs', 'b', '--method', 'csad_base', '--dry_run',
+                             '--max_step', 1, '--precision', 'fp32'))
+    assert proc.returncode == 0, proc.stderr
+    assert seen == [True]
+    assert float(torch.tensor([1e-39]) * 1.0) != 0.0
