@@ -126,6 +126,7 @@ class Method:
     ``architecture``     what its checkpoints hold, for the error on a file of another architecture
     ``published``        numbers its authors report, {sigma^2: accuracy}, and ``published_by`` (the label in tables)
     ``flush_denormal``   train with denormal floats flushed to zero on the CPU (``torch.set_flush_denormal``)
+    ``in_default_grid``  a row of the sweep's default grid (the paper's Fig. 4); else run when asked for
 
     What a method with networks of its own overrides (the defaults are the paper's f∘g and h):
     :meth:`networks` and :meth:`weight_sizes` (test.py rebuilds the networks from a checkpoint with them),
@@ -146,6 +147,7 @@ class Method:
     architecture = 'an f∘g with bn0, conv1..conv4, fc'
     published, published_by = {}, 'paper'
     flush_denormal = False
+    in_default_grid = True
 
     def __init__(self, opt, device):
         self.opt = opt

@@ -61,6 +61,7 @@ class CSADFamily(methods.Method):
     # batch. Flushed to zero, those values change nothing visible (they are far below float32's rounding of any
     # weight) and the steps keep their speed.
     flush_denormal = True
+    in_default_grid = False  # beyond the paper: the sweep runs it when --methods names it
 
     def __init__(self, opt, device):
         super().__init__(opt, device)

@@ -296,26 +296,35 @@ def with_threads(spec, threads):
 
 def launch_slots(phases, bar, args, slots):
     """Runs on ``slots``, a list of ``(environment, train.py --threads)``: as many runs at once as slots, each
-    slot one run at a time; a phase finishes before the next starts (LNL waits for its baseline)."""
+    slot one run at a time, in the phases' order. A run that starts from another run of this sweep waits for
+    that run (LNL for its baseline), not for the whole first phase: a slot that would idle until the last
+    baseline finishes trains the LNL of a finished one meanwhile. Runs are taken in order, so a waiting run
+    waits only for runs that already hold a slot or have finished."""
     from concurrent.futures import ThreadPoolExecutor
     import queue
     free = queue.Queue()
     for slot in slots:
         free.put(slot)
-    results = {}
+    futures = {}
 
     def on_slot(spec):
+        base = spec.get('base')
+        if base is not None and base['name'] in futures:
+            futures[base['name']].result()  # its base's run ends first (execute checks that it finished)
         env, threads = free.get()
         try:
-            return spec['name'], execute(with_threads(spec, threads), env=env, overwrite=args.overwrite)
+            return execute(with_threads(spec, threads), env=env, overwrite=args.overwrite)
         finally:
             free.put((env, threads))
 
+    ordered = [spec for phase in phases for spec in phase]
+    results = {}
     with ThreadPoolExecutor(max_workers=len(slots)) as pool:
-        for phase in phases:
-            for name, res in pool.map(on_slot, phase):
-                results[name] = res
-                bar.update()
+        for spec in ordered:  # a base is submitted (and its future stored) before any run that starts from it
+            futures[spec['name']] = pool.submit(on_slot, spec)
+        for spec in ordered:
+            results[spec['name']] = futures[spec['name']].result()
+            bar.update()
     return results
 
 
@@ -343,7 +352,7 @@ def launch_in_process(phases, bar, args):
 
 
 def launch_multi_gpu(phases, bar, args):
-    """``--runs_at_once`` runs per visible GPU at a time (default one); a phase finishes before the next starts."""
+    """``--runs_at_once`` runs per visible GPU at a time (default one); a run that starts from another waits for it."""
     gpus = visible_gpus()
     if not gpus:
         raise UserError('--launcher multi_gpu found no GPU (set CUDA_VISIBLE_DEVICES or use --launcher local)')
@@ -412,8 +421,9 @@ def build_parser():
     names = methods.method_names()
     starting = ', '.join(f'{m} starts from the {methods.METHODS[m].start_from} run' for m in names
                          if methods.METHODS[m].start_from)
-    p.add_argument('--methods', nargs='+', default=names, choices=names, metavar='METHOD',
-                   help=f'methods: {", ".join(names)} ({starting})')
+    grid = [m for m in names if methods.METHODS[m].in_default_grid]
+    p.add_argument('--methods', nargs='+', default=grid, choices=names, metavar='METHOD',
+                   help=f'methods: {", ".join(names)} ({starting}; default: the paper\'s, {" ".join(grid)})')
     p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3], metavar='SEED',
                    help='values of train.py --random_seed, one run per seed')
     p.add_argument('--out', default=None, type=existing_or_new_folder, help='folder of the run folders (required, except with --smoke)')

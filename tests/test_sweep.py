@@ -62,10 +62,10 @@ def test_multi_gpu_launcher_assigns_one_device_per_run(small_data_dir, tmp_path,
                       '--launcher', 'multi_gpu'])
     assert len(res) == 16 and {gpu for _, gpu in seen} <= {'0', '1'}
     names = [n for n, _ in seen]
-    # every LNL and BlindEye run starts after all baselines (phase order)
-    last_base = max(i for i, n in enumerate(names) if n.startswith('baseline'))
-    first_pre = min(i for i, n in enumerate(names) if n.startswith(('lnl', 'blindeye')))
-    assert last_base < first_pre
+    # every LNL and BlindEye run starts after the baseline it starts from
+    for name in names:
+        if name.startswith(('lnl', 'blindeye')):
+            assert names.index('baseline' + name[name.index('_var'):]) < names.index(name)
 
 
 def test_sweep_needs_baseline_for_pretrained_methods(tmp_path):
@@ -114,13 +114,40 @@ def test_runs_at_once_runs_k_at_a_time_with_the_cores_split(tmp_path, monkeypatc
     assert max(n for _, n, _ in seen) == k  # k runs at once, never more
     assert {t for _, _, t in seen} == ({None} if k == 1 else {str(sweep.usable_cores() // k)})
     names = [n for n, _, _ in seen]
-    assert max(i for i, n in enumerate(names) if n.startswith('baseline')) < \
-        min(i for i, n in enumerate(names) if n.startswith('lnl'))
+    for seed in range(1, 5):  # every LNL starts after its own baseline
+        assert names.index(f'baseline_var0.020_seed{seed}') < names.index(f'lnl_var0.020_seed{seed}')
     # --threads given to train.py wins over the split
     seen.clear()
     sweep.main(['--color_vars', '0.020', '--methods', 'baseline', '--seeds', '1', '2', '--out', str(tmp_path / 't'),
                 '--runs_at_once', '2', '--', '--threads', '2'])
     assert {t for _, _, t in seen} == {'2'}
+
+
+def test_a_run_waits_for_its_own_base_not_for_every_base(tmp_path, monkeypatch):
+    """With two slots, seed 1's baseline quick and seed 2's slow: seed 1's LNL trains while seed 2's baseline
+    does (before, the slot idled until every baseline had finished), and never before its own baseline ends."""
+    import threading
+    import time
+    if sweep.usable_cores() < 2:
+        pytest.skip('needs two cores')
+    lock, events = threading.Lock(), []
+
+    def fake_execute(spec, env=None, **kwargs):
+        with lock:
+            events.append(('start', spec['name']))
+        time.sleep(1.0 if spec['name'] == 'baseline_var0.020_seed2' else 0.1)
+        with lock:
+            events.append(('end', spec['name']))
+        return 'finished'
+    monkeypatch.setattr(sweep, 'execute', fake_execute)
+    monkeypatch.setattr('dataset.colored_mnist.ensure', lambda *a, **k: None)
+    res = sweep.main(['--color_vars', '0.020', '--methods', 'baseline', 'lnl', '--seeds', '1', '2',
+                      '--out', str(tmp_path / 's'), '--runs_at_once', '2'])
+    assert set(res.values()) == {'finished'} and len(res) == 4
+    at = {e: i for i, e in enumerate(events)}
+    assert at[('start', 'lnl_var0.020_seed1')] < at[('end', 'baseline_var0.020_seed2')]
+    for seed in (1, 2):
+        assert at[('end', f'baseline_var0.020_seed{seed}')] < at[('start', f'lnl_var0.020_seed{seed}')]
 
 
 def test_runs_at_once_refusals(tmp_path):
