@@ -238,7 +238,9 @@ class Trainer:
             record['dry_run'] = True  # a smoke run's numbers check the pipeline; they are not results
         epoch = record['epoch']
         append_line(os.path.join(self.run_dir, 'results.jsonl'), json.dumps(record))
-        msg = ' '.join(f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}' for k, v in record.items())
+        # the learning rate with its significant digits (CSAD's 5e-5 is 0.0001 at four decimals)
+        msg = ' '.join(f'{k} {v:.4g}' if k == 'lr' else f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
+                       for k, v in record.items())
         self.logger.info(f'[epoch {epoch}] {msg}')
         if self.writer is not None:
             for k, v in record.items():
