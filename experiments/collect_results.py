@@ -44,7 +44,8 @@ def build_parser():
     p.add_argument('--title', default='Unbiased test accuracy (Colored-MNIST)', help='title of the plot')
     p.add_argument('--no_plot', action='store_true', help='write the tables only, no accuracy or curve plot')
     p.add_argument('--methods', nargs='+', default=None, metavar='METHOD',
-                   help='rows to show (default: every registered method, and any other found)')
+                   help='methods to report (default: every registered method, and any other found); the runs of other '
+                        'methods are left out of every table, note and figure')
     p.add_argument('--confusion', type=color_variance, default=None, metavar='SIGMA2',
                    help='also draw Baseline and LNL confusion matrices at this sigma^2')
     p.add_argument('--tag', default='test',
@@ -81,6 +82,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     args.dir = args.dirs[0]
     runs = [run for d in args.dirs for run in records.load_runs(d, tag=args.tag, gray_view=args.gray_view)]
+    if args.methods:  # the other runs are left out of every table, note and figure
+        runs = [run for run in runs if run['method'] in args.methods]
     agg = records.aggregate(runs)
     for run in runs:
         if run['test'] is None and run['stale_test'] is not None:

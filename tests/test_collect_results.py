@@ -247,3 +247,15 @@ def test_the_curve_table_names_a_peak_above_the_end(tmp_path):
                                                for e, a in enumerate(accs, 1)))
     (name, last, acc, change, (peak, at), first), = records.last_epoch_gains(records.load_runs(str(tmp_path / 'runs')))
     assert (last, acc, peak, at, first) == (6, 0.665, 0.80, 3, 6) and abs(change - (0.665 - 0.80)) < 1e-12
+
+
+def test_methods_leave_the_other_runs_out_of_every_table(tmp_path):
+    """--methods: the other methods' runs are in no table (rows, the monitored-curve table, training times),
+    and several folders are reported together."""
+    readme = tmp_path / 'README.md'
+    readme.write_text('<!-- s:begin -->\n<!-- s:end -->\n', encoding='utf-8')
+    collect_results.main([FIXTURE, os.path.join(FIXTURE, 'extra'), '--methods', 'lnl', 'gray', '--no_plot',
+                          '--out_prefix', str(tmp_path / 'f'), '--readme', str(readme), '--section', 's'])
+    text = readme.read_text(encoding='utf-8')
+    assert 'lnl_var0.020_seed1' in text and 'gray_var0.020_seed1' in text
+    assert 'baseline' not in text.lower()
