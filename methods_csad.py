@@ -35,10 +35,9 @@ import torch
 
 import methods
 from models import color_accuracy, color_loss, cross_entropy
+from dataset.tensors import IGNORE
 from models.csad import ColorHeads, CSADBias, CSADNet
 from utils import nonneg_int, positive_int
-
-IGNORE = 255
 
 
 def image_color_label(colors):
@@ -65,9 +64,7 @@ class CSADFamily(methods.Method):
 
     def __init__(self, opt, device):
         super().__init__(opt, device)
-        self._trunk, self.epoch = self.net.f, 0
-        if opt.compile:
-            self._trunk = torch.compile(self.net.f)
+        self.epoch = 0
 
     @classmethod
     def networks(cls, n_class, feat_ch, num_bins):
@@ -111,7 +108,7 @@ class CSADFamily(methods.Method):
     def features(self, images):
         """f's features, in float32 (f alone runs under bf16 autocast with ``--precision bf16``)."""
         with self.autocast():
-            feat = self._trunk(images)
+            feat = self._f(images)  # net.f, compiled with --compile (Method.__init__)
         return feat.float()
 
     def step(self, loss, *names, inputs=None):

@@ -22,10 +22,11 @@ def fmt(x):
     return DASH if x is None else f'{x:.4f}'
 
 
-def accuracy_cell(cell, paper, published=None):
+def accuracy_cell(cell, paper, reported=None):
+    """``reported``: ``(accuracy, who)`` of a method beyond the paper (:func:`records.published`)."""
     paper_txt = f' [paper {fmt(paper)}]' if paper is not None else ''
-    if paper is None and published is not None:
-        paper_txt = f' [{published[1]} {fmt(published[0])}]'
+    if paper is None and reported is not None:
+        paper_txt = f' [{reported[1]} {fmt(reported[0])}]'
     if cell is None:
         return DASH + paper_txt
     if cell['n'] > 1:
