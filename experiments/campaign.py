@@ -1,0 +1,187 @@
+"""The Fig. 4 campaign at the paper's budget: the sweep, one (sigma^2, seed) at a time, resumable on any machine.
+
+    python -m experiments.campaign --out ~/campaign/paper_e100          # train what is not committed yet
+    python -m experiments.campaign --out ~/campaign/paper_e100 --list   # what is committed, what is left
+
+It trains the cells of the grid whose records are not yet under ``--records`` (docs/results/paper_e100), in the
+order that gives the whole curve with one seed first: seed 1 at every sigma^2 of ``--color_vars``, then seed 2,
+then seed 3, each (sigma^2, seed) as one sweep of its four methods with two runs at a time (one thread each).
+After every step, and when it is stopped (SIGTERM or Ctrl-C: the running runs save their state), it copies the
+records (``options.json``, ``results.jsonl``) of every finished run into ``--records`` and the weights of every
+finished baseline (and of seed 1's LNL) into ``--weights`` (pretrained/, with provenance), so that committing
+those two folders is all a move to another machine needs: the relaunch skips the committed cells and starts LNL
+and BlindEye from the committed baseline weights when the baseline's run folder is not on this machine.
+"""
+import os
+import subprocess
+import sys
+
+import methods
+from dataset.colored_mnist import color_variance
+from experiments import pretrained, records, sweep
+from utils import DATA_DIR, REPO_ROOT, Parser, UserError, atomic_write_text, existing_or_new_folder, read_jsonl, run_main
+
+# The order of issue's curve: the six variances without a paper-budget run, then 0.020 (Gray seed 1 only is missing).
+CAMPAIGN_VARIANCES = (0.025, 0.030, 0.035, 0.040, 0.045, 0.050, 0.020)
+RECORD_FILES = ('options.json', 'results.jsonl')
+SHIPPED = {'baseline': None, 'lnl': (1,)}  # methods whose weights are exported: every seed (None) or these seeds
+
+
+def committed(records_dir, name, method, color_var, dry_run=False):
+    """Whether ``records_dir/name`` holds a finished run's test record of its last epoch (a grey-input method: of
+    the view the tables report), and a dry run only when the campaign is one."""
+    run_dir = os.path.join(records_dir, name)
+    path = os.path.join(run_dir, 'results.jsonl')
+    opts = records.read_options(os.path.join(run_dir, 'options.json'))
+    if not os.path.isfile(path) or not opts or bool(opts.get('dry_run')) != dry_run:
+        return False
+    view = records.gray_view_of_tag('test') if methods.get(method).gray else None
+    return records.current_test(read_jsonl(path), color_var, gray_view=view)[0] is not None
+
+
+def weights_file(weights_dir, name):
+    return os.path.join(weights_dir, name + '.pth')
+
+
+def plan(args):
+    """One step per (seed, sigma^2): ``(color_var, seed, [methods still to train])``, in the campaign's order."""
+    steps = []
+    for seed in args.seeds:
+        for cv in args.color_vars:
+            todo = [m for m in args.methods
+                    if not committed(args.records, sweep.run_name(m, cv, seed), m, cv, args.dry_run)]
+            steps.append((cv, seed, todo))
+    return steps
+
+
+def sweep_calls(args, cv, seed, todo):
+    """The sweep command lines that train ``todo`` at (cv, seed): one when the baseline is trained here or its run
+    folder is finished in ``--out``; otherwise the from-scratch methods, then the others from the committed
+    baseline weights (``--base_checkpoint``)."""
+    common = ['--color_vars', f'{cv:.3f}', '--seeds', str(seed), '--out', args.out, '--runs_at_once',
+              str(args.runs_at_once)] + (['--data_dir', args.data_dir] if args.data_dir != DATA_DIR else [])
+    after = ['--', '--precision', args.precision] + args.train_args
+    starting = [m for m in todo if methods.get(m).start_from]
+    scratch = [m for m in todo if not methods.get(m).start_from]
+    bases = sorted({methods.get(m).start_from for m in starting})
+    base_here = all(b in todo or sweep.finished_checkpoint(os.path.join(args.out, sweep.run_name(b, cv, seed)))
+                    for b in bases)
+    if not starting or base_here:
+        chosen = [m for m in args.methods if m in todo or m in bases]
+        return [common + ['--methods'] + chosen + after]
+    calls = [common + ['--methods'] + scratch + after] if scratch else []
+    for base in bases:
+        path = weights_file(args.weights, sweep.run_name(base, cv, seed))
+        if not os.path.isfile(path):
+            raise UserError(f'{sweep.run_name(base, cv, seed)} is committed under {args.records} but its weights '
+                            f'{path} are not: export them (python -m experiments.pretrained --export) or delete its '
+                            'records to train it again')
+        mine = [m for m in starting if methods.get(m).start_from == base]
+        calls.append(common + ['--methods'] + mine + ['--base_checkpoint', path] + after)
+    return calls
+
+
+def commit_id():
+    try:
+        out = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO_ROOT, capture_output=True, text=True)
+        return out.stdout.strip() or 'unknown'
+    except OSError:
+        return 'unknown'
+
+
+def harvest(args, cv, seed, command):
+    """Copy the records of the finished runs of (cv, seed) into ``--records`` and export the weights of those
+    ``SHIPPED`` names; returns the names copied."""
+    copied = []
+    for m in args.methods:
+        name = sweep.run_name(m, cv, seed)
+        run_dir = os.path.join(args.out, name)
+        spec = {'run_dir': run_dir, 'method': m, 'color_var': cv}
+        if sweep.finished_checkpoint(run_dir) is None or not sweep.has_test_record(spec):
+            continue
+        if committed(args.records, name, m, cv, args.dry_run) and not _newer(run_dir, os.path.join(args.records, name)):
+            continue
+        dest = os.path.join(args.records, name)
+        os.makedirs(dest, exist_ok=True)
+        for f in RECORD_FILES:
+            with open(os.path.join(run_dir, f), encoding='utf-8') as fh:
+                atomic_write_text(os.path.join(dest, f), fh.read())
+        copied.append(name)
+        seeds = SHIPPED.get(m, ())
+        if m in SHIPPED and (seeds is None or seed in seeds):
+            pretrained.export([run_dir], args.weights, args.records, args.commit, command)
+    if copied:
+        print(f'campaign: records of {", ".join(copied)} -> {args.records}', flush=True)
+    return copied
+
+
+def _newer(run_dir, rec_dir):
+    """Whether the run's results.jsonl differs from the committed one (a run trained or tested again)."""
+    a, b = os.path.join(run_dir, 'results.jsonl'), os.path.join(rec_dir, 'results.jsonl')
+    with open(a, 'rb') as fa, open(b, 'rb') as fb:
+        return fa.read() != fb.read()
+
+
+def build_parser():
+    p = Parser(description='Train the paper-budget Fig. 4 grid one (sigma^2, seed) at a time, skipping the cells '
+                           'whose records are committed; records and baseline weights are copied into the '
+                           'repository as runs finish.')
+    p.add_argument('--out', required=True, type=existing_or_new_folder,
+                   help='folder of the run folders (outside the work tree, e.g. ~/campaign/paper_e100)')
+    p.add_argument('--records', default=os.path.join(REPO_ROOT, 'docs', 'results', 'paper_e100'),
+                   help='folder of the committed records (default: docs/results/paper_e100)')
+    p.add_argument('--weights', default=pretrained.PRETRAINED_DIR,
+                   help='folder of the committed weights (default: pretrained/)')
+    p.add_argument('--data_dir', default=DATA_DIR, type=existing_or_new_folder)
+    p.add_argument('--color_vars', type=color_variance, nargs='+', default=list(CAMPAIGN_VARIANCES),
+                   metavar='SIGMA2', help='in the order to train them (default: 0.025 ... 0.050, then 0.020)')
+    p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3], metavar='SEED')
+    p.add_argument('--methods', nargs='+', default=['baseline', 'lnl', 'blindeye', 'gray'],
+                   choices=methods.method_names(), metavar='METHOD')
+    p.add_argument('--runs_at_once', type=int, default=2, help='runs at once (one core each on a 2-core machine)')
+    p.add_argument('--precision', default='bf16', choices=('bf16', 'fp32', 'auto'),
+                   help='the headline runs\' arithmetic (default: bf16 autocast on the CPU)')
+    p.add_argument('--list', action='store_true', help='print what is committed and what is left, train nothing')
+    p.epilog = ('Arguments after a lone -- go to every train.py call (a toy check of the campaign: '
+                '-- --dry_run --max_step 1 with --records and --weights elsewhere).')
+    return p
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    train_args = argv[argv.index('--') + 1:] if '--' in argv else []
+    args = build_parser().parse_args(argv[:len(argv) - len(train_args) - (1 if '--' in argv else 0)])
+    args.train_args, args.dry_run = train_args, '--dry_run' in train_args
+    args.out, args.records, args.weights = (os.path.abspath(p) for p in (args.out, args.records, args.weights))
+    args.data_dir = os.path.abspath(args.data_dir)
+    if os.path.commonpath([args.out, REPO_ROOT]) == REPO_ROOT:
+        raise UserError(f'--out {args.out} is inside the repository; give a folder outside it (e.g. '
+                        '~/campaign/paper_e100): its checkpoints are not committed')
+    args.commit = commit_id()
+    steps = plan(args)
+    left = [(cv, seed, todo) for cv, seed, todo in steps if todo]
+    if args.list:
+        for cv, seed, todo in steps:
+            print(f'sigma^2 {cv:.3f} seed {seed}: ' + (f'to train: {" ".join(todo)}' if todo else 'committed'))
+        print(f'{sum(len(t) for _, _, t in left)} runs left in {len(left)} steps')
+        return 0
+    for cv, seed, todo in left:
+        print(f'campaign: sigma^2 {cv:.3f} seed {seed}: {" ".join(todo)}', flush=True)
+        for call in sweep_calls(args, cv, seed, todo):
+            # the command as provenance records it: no path of this machine
+            command = 'python -m experiments.sweep ' + ' '.join('OUT' if a == args.out else a for a in call)
+            code = 0
+            try:
+                sweep.main(call)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            harvest(args, cv, seed, command)
+            if code:
+                print(f'campaign stopped (sweep exit {code}); relaunch the same command to continue', file=sys.stderr)
+                return code
+    print('campaign: every cell committed' if not left else 'campaign: finished its steps')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(run_main(main))
