@@ -4,7 +4,6 @@ A checkpoint holds tensors and plain Python values only, so it loads with ``torc
 and a file cannot run code while it loads. The authors' keys (``net_state_dict``, ``optim_state_dict``,
 ``step``) are kept so that their tools read ours; theirs (a ``net_state_dict`` and numbers) load here too.
 """
-import glob
 import os
 import pickle
 import random
@@ -13,7 +12,8 @@ import sys
 import numpy as np
 import torch
 
-import methods
+from methods.registry import run_defining
+from models.weights import CONFIG_LIMITS
 from utils import UserError, atomic_open
 
 CHECKPOINT_FORMAT = 'lnl-checkpoint-v1'
@@ -96,7 +96,7 @@ def plain(value):
 
 # What a NumPy array needs to be rebuilt from a pickle (no code runs): checkpoints of earlier versions of this
 # project hold NumPy's random state as an array.
-NUMPY_ARRAY_GLOBALS = [getattr(getattr(np, '_core', None) or np.core, 'multiarray')._reconstruct, np.ndarray,
+NUMPY_ARRAY_GLOBALS = [(getattr(np, '_core', None) or np.core).multiarray._reconstruct, np.ndarray,
                        np.dtype] + [type(np.dtype(t)) for t in (np.uint32, np.uint8, np.int64, np.float64)]
 
 
@@ -114,7 +114,8 @@ def read_checkpoint(path, trust=False, log=None):
     full unpickling, after a one-line warning through ``log``.
     """
     if os.path.isdir(path):
-        raise UserError(f'{path} is a folder; give a checkpoint file in it (e.g. {os.path.join(path, "checkpoint_last.pth")})'
+        example = os.path.join(path, 'checkpoint_last.pth')
+        raise UserError(f'{path} is a folder; give a checkpoint file in it (e.g. {example})'
                         ', or evaluate a run folder with test.py -e')
     if not os.path.isfile(path):
         raise UserError(f'checkpoint {path} does not exist; give the path of a .pth file written by '
@@ -152,8 +153,6 @@ def read_checkpoint(path, trust=False, log=None):
 FIELD_TYPES = {'epoch': int, 'step': int, 'options': dict, 'config': dict, 'h_state_dict': (dict, type(None)),
                'optimizers': dict, 'schedulers': dict, 'rng': dict, 'progress': (dict, type(None)),
                'format': str}
-# Sizes a checkpoint may declare in its config: beyond them the networks would not fit a machine.
-CONFIG_LIMITS = {'n_class': (1, 1000), 'feat_ch': (1, 1024), 'num_bins': (2, 256)}
 # What --resume needs besides the weights.
 RESUME_FIELDS = ('epoch', 'options', 'optimizers', 'schedulers', 'rng')
 
@@ -181,63 +180,6 @@ def check_fields(ckpt, path, resume=False):
         if missing:
             raise UserError(f'{path} lacks {", ".join(missing)}, which --resume needs to continue exactly; start a '
                             'new run from its weights with --use_pretrain --checkpoint instead')
-
-
-def load_net_weights(net, state_dict, path, architecture='an f∘g with bn0, conv1..conv4, fc'):
-    """Load ``net``'s weights (for the paper's f∘g our names are the authors' names); a clear error for another
-    architecture (``architecture`` says what the file must hold)."""
-    if not isinstance(state_dict, dict):
-        raise UserError(f'{path}: net_state_dict is not a state dict')
-    state_dict = {k.replace('module.', '', 1) if k.startswith('module.') else k: v
-                  for k, v in state_dict.items()}
-    own = net.state_dict()
-    # PyTorch <= 0.4.0 (the authors' era) saved no num_batches_tracked counters: keep ours (0); they only
-    # matter for BatchNorm with momentum=None, which this model does not use
-    state_dict = dict(state_dict, **{k: own[k] for k in own if k.endswith('num_batches_tracked')
-                                     and k not in state_dict})
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    if missing or unexpected:
-        raise UserError(f'{path} holds another architecture: missing {missing[:4]}, unexpected '
-                        f'{unexpected[:4]}; it must be {architecture}')
-    wrong = [k for k, v in state_dict.items() if tuple(v.shape) != tuple(own[k].shape)]
-    if wrong:
-        k = wrong[0]
-        raise UserError(f'{path} holds another architecture: {k} has shape {tuple(state_dict[k].shape)}, '
-                        f'expected {tuple(own[k].shape)}')
-    net.load_state_dict(state_dict)
-
-
-def newest_checkpoint(run_dir):
-    """The newest checkpoint in ``run_dir`` that loads, or ``None``; unreadable files are skipped."""
-    paths = sorted(glob.glob(os.path.join(run_dir, 'checkpoint_*.pth')), key=os.path.getmtime, reverse=True)
-    for path in paths:
-        try:
-            ckpt = read_checkpoint(path)
-        except UserError:
-            continue
-        if ckpt.get('format') == CHECKPOINT_FORMAT:
-            try:
-                check_fields(ckpt, path, resume=True)
-            except UserError:
-                continue
-            return path, ckpt
-    return None
-
-
-# Options that define what a run computes: resuming with other values would mix two runs. Besides the
-# data and the objective, the arithmetic (--precision, --no_channels_last, --compile) and --dry_run (one batch per
-# epoch) change what an epoch computes. Where it runs (--device, --threads) and how it reports do not. Each
-# method's own constants (its HyperParameter options) are run-defining for its runs.
-RUN_DEFINING = ('method', 'color_var', 'batch_size', 'num_bins', 'feat_ch', 'n_class', 'val_size', 'random_seed',
-                'momentum', 'weight_decay', 'lr', 'lr_decay_rate', 'lr_decay_period', 'data_seed', 'palette',
-                'amp', 'precision', 'channels_last', 'compile', 'dry_run', 'deterministic')
-
-
-def run_defining(method):
-    """The run-defining options of a run of ``method``: the common ones and the method's own."""
-    cls = methods.METHODS.get(method)
-    return RUN_DEFINING + tuple(hp.dest for hp in (cls.hyper_parameters if cls else ()))
 
 
 def check_resume_options(ckpt_opts, opt, path):

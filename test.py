@@ -17,11 +17,13 @@ import torch
 
 import checkpoint as C
 import methods
+import run_folder
+from methods.restore import rebuild, sizes
 from dataset import colored_mnist
 from dataset.colored_mnist import color_variance
 from dataset.tensors import DEFAULT_GRAY_VIEW, DRY_RUN_DATA, GRAY_VIEWS, load_splits, to_gray, view_tag
 from evaluation import evaluate, probe_color_leakage
-from experiments.figures import confusion_png
+from utils.plots import confusion_png
 from utils import (DATA_DIR, RUNS_DIR, Parser, UserError, append_line, atomic_write_text, existing_or_new_folder,
                    format_table, positive_int, read_jsonl, refuse_links, resolve_device, run_main, run_name)
 
@@ -64,26 +66,6 @@ def build_parser():
     return p
 
 
-def sizes(ckpt, path, method='baseline'):
-    """``n_class``, ``feat_ch`` and ``num_bins`` read from the weights' shapes (by the method's class), checked
-    against the checkpoint's config before any network is built (a config that asks for huge networks is
-    refused, not allocated)."""
-    cls = methods.get(method)
-    found = cls.weight_sizes(ckpt['net_state_dict'], ckpt.get('h_state_dict') or {})
-    if found is None:
-        raise UserError(f'{path} holds another architecture than {method}\'s; it must be {cls.architecture}')
-    cfg = ckpt.get('config') or {}
-    for key, (low, high) in C.CONFIG_LIMITS.items():
-        if found[key] is None:
-            found[key] = cfg.get(key) or 8
-        if not low <= found[key] <= high:
-            raise UserError(f'{path}: {key} = {found[key]} is outside {low}..{high}; not a checkpoint of this model')
-        if cfg.get(key) is not None and cfg[key] != found[key]:
-            raise UserError(f'{path}: its config says {key} = {cfg[key]} but its weights have {found[key]}; the '
-                            'file is inconsistent')
-    return found
-
-
 def record(path, metrics):
     """Add this evaluation to ``results.jsonl``, replacing an earlier one of the same tag, epoch and sigma^2
     (evaluating twice leaves one record); the training records and other evaluations stay as they are."""
@@ -104,25 +86,6 @@ def check_writable(run_dir):
     except OSError as exc:
         raise UserError(f'cannot write into {run_dir} ({exc.strerror}); test.py records its result there: make '
                         'it writable, or copy the run folder and evaluate the copy') from None
-
-
-def rebuild(ckpt, path, device, method):
-    """The method's networks (f∘g, and h when the method has a trained one) from the checkpoint's own
-    configuration; returns ``(net, h, config)`` with the sizes used (``n_class``, ``feat_ch``, ``num_bins``)."""
-    cls = methods.get(method)
-    config = sizes(ckpt, path, method)
-    net, h = cls.networks(config['n_class'], config['feat_ch'], config['num_bins'])
-    C.load_net_weights(net, ckpt['net_state_dict'], path, cls.architecture)
-    if ckpt.get('h_state_dict') is not None and cls.uses_h:
-        try:
-            h.load_state_dict(ckpt['h_state_dict'])
-        except RuntimeError as exc:
-            raise UserError(f'{path}: its h does not fit {method}\'s ({str(exc).splitlines()[0][:120]}); the file '
-                            'is damaged or of another method') from None
-        h.to(device).eval()
-    else:
-        h = None
-    return net.to(device).eval(), h, config
 
 
 def metrics_table(metrics):
@@ -150,7 +113,7 @@ def run(args):
     if path is None:
         if run_dir is None:
             raise UserError('give --checkpoint PATH or -e EXP_NAME (a run folder under --save_dir)')
-        found = C.newest_checkpoint(run_dir)
+        found = run_folder.newest_checkpoint(run_dir)
         if found is None:
             raise UserError(f'no checkpoint in {run_dir}; train first (bash train.sh) or give --checkpoint')
         path, ckpt = found
@@ -162,7 +125,7 @@ def run(args):
     opts = ckpt.get('options') or {}
     for key, kind in (('method', str), ('color_var', (int, float)), ('palette', str), ('dry_run', bool)):
         if opts.get(key) is not None and (not isinstance(opts[key], kind) or
-                                          (kind != bool and isinstance(opts[key], bool))):
+                                          (kind is not bool and isinstance(opts[key], bool))):
             raise UserError(f'{path}: its options hold {key} = {opts[key]!r}, not a {getattr(kind, "__name__", "number")}; '
                             'the file is damaged')
     recorded = (ckpt.get('config') or {}).get('method') or opts.get('method')
@@ -225,7 +188,7 @@ def run(args):
                         f'{method}, sigma^2={color_var:.3f}: test acc {res["acc"]:.4f}',
                         splits['test'].mean_colors)
     metrics['confusion_png'] = png
-    record(os.path.join(run_dir, 'results.jsonl'), metrics)
+    record(run_folder.file(run_dir, run_folder.RESULTS), metrics)
     try:
         from tensorboardX import SummaryWriter
         import matplotlib.image as mpimg

@@ -3,7 +3,6 @@
 A run is one folder ``<save_dir>/<exp_name>/`` with ``options.json``, ``train.log``, ``results.jsonl``
 (one JSON object per epoch), TensorBoard events, checkpoints and a ``done`` marker at the end.
 """
-import glob
 import json
 import logging
 import os
@@ -15,6 +14,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 import checkpoint as C
 import methods
+import run_folder
 from dataset import colored_mnist
 from dataset.tensors import DRY_RUN_DATA, load_splits
 from option import get_option
@@ -28,27 +28,6 @@ def prepare_data(opt):
     seed = colored_mnist.DEFAULT_SEED if opt.data_seed is None else opt.data_seed
     return colored_mnist.ensure(opt.data_dir, opt.color_var, generate_missing=not opt.no_generate,
                                 mnist_dir=opt.mnist_dir, seed=seed, palette=opt.palette)
-
-
-RUN_FILES = ('results.jsonl', 'done', 'train.log', 'options.json')
-
-
-def previous_run(run_dir):
-    """The files of an earlier run in ``run_dir`` that a fresh start would replace."""
-    if not os.path.isdir(run_dir):
-        return []
-    found = [f for f in ('results.jsonl',) if os.path.exists(os.path.join(run_dir, f))]
-    return found + sorted(os.path.basename(p) for p in glob.glob(os.path.join(run_dir, 'checkpoint_*.pth')))
-
-
-def clear_previous_run(run_dir):
-    for name in RUN_FILES:
-        path = os.path.join(run_dir, name)
-        if os.path.exists(path):
-            os.remove(path)
-    for pattern in ('checkpoint_*.pth', 'events.out.tfevents.*'):
-        for path in glob.glob(os.path.join(run_dir, pattern)):
-            os.remove(path)
 
 
 def command_line(argv, drop_resume=False):
@@ -114,7 +93,7 @@ def setup_logger(logger, run_dir):
     logger.handlers.clear()
     logger.propagate = False
     fmt = logging.Formatter('%(asctime)s %(message)s', '%Y-%m-%d %H:%M:%S')
-    for handler in (logging.FileHandler(os.path.join(run_dir, 'train.log')), logging.StreamHandler(sys.stderr)):
+    for handler in (logging.FileHandler(run_folder.file(run_dir, run_folder.TRAIN_LOG)), logging.StreamHandler(sys.stderr)):
         handler.setFormatter(fmt)
         logger.addHandler(handler)
     return logger
@@ -137,7 +116,7 @@ def train(opt, run_dir, argv, logger):
         if opt.overwrite:
             raise UserError('--resume continues a run and --overwrite replaces it: give one of them')
         if opt.resume == 'auto':
-            resume = C.newest_checkpoint(run_dir)
+            resume = run_folder.newest_checkpoint(run_dir)
             if resume is None:
                 raise UserError(f'--resume: no intact checkpoint in {run_dir}; start the run without --resume')
         else:
@@ -150,7 +129,7 @@ def train(opt, run_dir, argv, logger):
         # refuse a mismatched run before spending time on the data
         C.check_resume_options(resume[1].get('options', {}), opt, resume[0])
     else:
-        earlier = previous_run(run_dir)
+        earlier = run_folder.previous_run(run_dir)
         if earlier and not opt.overwrite:
             shown = ', '.join(earlier[:3]) + (f' and {len(earlier) - 3} more' if len(earlier) > 3 else '')
             raise UserError(f'run folder {run_dir} already holds a run ({shown}); continue it with --resume, '
@@ -180,18 +159,17 @@ def train(opt, run_dir, argv, logger):
     check_against_data(opt, splits)
     splits = {k: v.to(device, channels_last=opt.channels_last) for k, v in splits.items()}
 
-    for stale in glob.glob(os.path.join(run_dir, '.checkpoint_*.tmp')):
-        os.remove(stale)  # left by a process killed while saving; the final names are intact
-    done_marker = os.path.join(run_dir, 'done')
+    run_folder.remove_partial_writes(run_dir)
+    done_marker = run_folder.file(run_dir, run_folder.DONE)
     if os.path.exists(done_marker):
         os.remove(done_marker)  # written again when this process finishes (a resumed run may train longer)
     if resume is None:
-        clear_previous_run(run_dir)  # only with --overwrite, or nothing to clear
+        run_folder.clear(run_dir)  # only with --overwrite, or nothing to clear
     setup_logger(logger, run_dir)
     for note in notes:
         logger.info(note)
     logger.info(f'run folder {os.path.abspath(run_dir)}; data {os.path.abspath(path)}')
-    atomic_write_text(os.path.join(run_dir, 'options.json'), json.dumps(vars(opt), indent=2, sort_keys=True))
+    atomic_write_text(run_folder.file(run_dir, run_folder.OPTIONS), json.dumps(vars(opt), indent=2, sort_keys=True))
     from tensorboardX import SummaryWriter
     writer = SummaryWriter(logdir=run_dir)
 
@@ -218,7 +196,7 @@ def train(opt, run_dir, argv, logger):
     finally:
         writer.close()
     if last is None:
-        last = tr.save('checkpoint_last.pth', tr.start_epoch)
+        last = tr.save(run_folder.LAST, tr.start_epoch)
     test_cmd = shlex.join(['python', 'test.py', '-e', opt.exp_name, '--save_dir', opt.save_dir,
                            '--data_dir', opt.data_dir])
     logger.info(f'done: {opt.max_step} epochs; checkpoint {last}; evaluate with: {test_cmd}')

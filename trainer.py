@@ -2,7 +2,7 @@
 checkpoints into a run folder, with a clean stop on SIGINT/SIGTERM (the state is saved mid-epoch and a
 resumed run continues bit-exactly) and a stop on a non-finite loss.
 
-What a method computes per mini-batch lives in ``methods.py``; checkpoint I/O in ``checkpoint.py``;
+What a method computes per mini-batch lives in ``methods/``; checkpoint I/O in ``checkpoint.py``;
 evaluation in ``evaluation.py``; the command line, data and run folder in ``train.py``.
 """
 import contextlib
@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from checkpoint import check_resume_options, load_net_weights, save_checkpoint, set_rng_state
+from checkpoint import check_resume_options, save_checkpoint, set_rng_state
+from models.weights import load_net_weights
+import run_folder
 from evaluation import evaluate
 from utils import UserError, append_line, atomic_write_text, read_jsonl
 
@@ -111,7 +113,7 @@ class Trainer:
     def _drop_records_after(self, epoch):
         """Forget training records of epochs the checkpoint does not contain (a run killed between
         logging an epoch and saving it) and partial lines, so a resumed run logs each epoch once."""
-        path = os.path.join(self.run_dir, 'results.jsonl')
+        path = run_folder.file(self.run_dir, run_folder.RESULTS)
         if not os.path.exists(path):
             return
         keep = [json.dumps(rec) for rec in read_jsonl(path) if 'tag' in rec or rec.get('epoch', 0) <= epoch]
@@ -155,9 +157,9 @@ class Trainer:
                 record.update(self.evaluate_epoch())
                 record['epoch'] = epoch + 1
                 self.log_epoch(record)
-                self.save('checkpoint_last.pth', epoch + 1)
+                self.save(run_folder.LAST, epoch + 1)
                 if (epoch + 1) % opt.save_step == 0 or epoch + 1 == opt.max_step:
-                    self.save(f'checkpoint_epoch_{epoch + 1:04d}.pth', epoch + 1)
+                    self.save(run_folder.epoch_checkpoint(epoch + 1), epoch + 1)
         return self.last_saved
 
     def train_epoch(self, epoch, train, n_batches):
@@ -190,7 +192,7 @@ class Trainer:
                 bar.close()
                 progress = {'order': order.cpu(), 'pos': i + 1,
                             'sums': {k: torch.as_tensor(v).detach().cpu() for k, v in sums.items()}}
-                path = self.save(f'checkpoint_epoch_{epoch:04d}_batch_{i + 1:05d}.pth', epoch, progress)
+                path = self.save(run_folder.batch_checkpoint(epoch, i + 1), epoch, progress)
                 raise Interrupted(path)
         bar.close()
         n = int(sums.pop('n', 1))
@@ -237,7 +239,7 @@ class Trainer:
         if self.opt.dry_run:
             record['dry_run'] = True  # a smoke run's numbers check the pipeline; they are not results
         epoch = record['epoch']
-        append_line(os.path.join(self.run_dir, 'results.jsonl'), json.dumps(record))
+        append_line(run_folder.file(self.run_dir, run_folder.RESULTS), json.dumps(record))
         # the learning rate with its significant digits (CSAD's 5e-5 is 0.0001 at four decimals)
         msg = ' '.join(f'{k} {v:.4g}' if k == 'lr' else f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
                        for k, v in record.items())

@@ -79,7 +79,7 @@ def targets(out, precisions, default):
 
 
 def display(name):
-    return methods.get(name).display
+    return methods.display_name(name)
 
 
 def summarise(times, args, device, data_kind):

@@ -14,7 +14,7 @@ paper's number is shown beside each method and sigma^2.
 import os
 
 from experiments import records
-from experiments.figures import display_name
+from methods import display_name
 from utils import Parser, UserError, format_table, markdown_table, replace_readme_section, run_main, without_options
 
 
@@ -53,8 +53,8 @@ def pair(a, b, acc_a, acc_b):
 
 def verdicts(found, a, b):
     """One dict per (method, sigma^2): ``seeds`` run on both sides, the accuracies under ``values[a]`` and
-    ``values[b]`` (labels are the user's: kept apart from the row's own keys), ``diffs`` (b - a), ``mean_diff``, ``spread_<a>``/``spread_<b>`` and ``within`` (None below two
-    seeds)."""
+    ``values[b]`` (labels are the user's: kept apart from the row's own keys), ``diffs`` (b - a), ``mean_diff``,
+    ``spread_<a>``/``spread_<b>`` and ``within`` (None below two seeds)."""
     rows = []
     order = {m: i for i, m in enumerate(records.method_order())}
     for (method, cv), seeds in sorted(found.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0])):

@@ -17,13 +17,14 @@ import subprocess
 import sys
 
 import methods
+import run_folder
 from dataset.colored_mnist import color_variance
 from experiments import pretrained, records, sweep
-from utils import DATA_DIR, REPO_ROOT, Parser, UserError, atomic_write_text, existing_or_new_folder, read_jsonl, run_main
+from utils import DATA_DIR, REPO_ROOT, Parser, UserError, atomic_write_text, existing_or_new_folder, run_main
 
 # The order of issue's curve: the six variances without a paper-budget run, then 0.020 (Gray seed 1 only is missing).
 CAMPAIGN_VARIANCES = (0.025, 0.030, 0.035, 0.040, 0.045, 0.050, 0.020)
-RECORD_FILES = ('options.json', 'results.jsonl')
+RECORD_FILES = (run_folder.OPTIONS, run_folder.RESULTS)
 SHIPPED = {'baseline': None, 'lnl': (1,)}  # methods whose weights are exported: every seed (None) or these seeds
 
 
@@ -31,12 +32,11 @@ def committed(records_dir, name, method, color_var, dry_run=False):
     """Whether ``records_dir/name`` holds a finished run's test record of its last epoch (a grey-input method: of
     the view the tables report), and a dry run only when the campaign is one."""
     run_dir = os.path.join(records_dir, name)
-    path = os.path.join(run_dir, 'results.jsonl')
-    opts = records.read_options(os.path.join(run_dir, 'options.json'))
-    if not os.path.isfile(path) or not opts or bool(opts.get('dry_run')) != dry_run:
+    opts = run_folder.read_options(run_dir)
+    if not opts or bool(opts.get('dry_run')) != dry_run:
         return False
     view = records.gray_view_of_tag('test') if methods.get(method).gray else None
-    return records.current_test(read_jsonl(path), color_var, gray_view=view)[0] is not None
+    return records.current_test(run_folder.read_results(run_dir), color_var, gray_view=view)[0] is not None
 
 
 def weights_file(weights_dir, name):
@@ -64,7 +64,7 @@ def sweep_calls(args, cv, seed, todo):
     starting = [m for m in todo if methods.get(m).start_from]
     scratch = [m for m in todo if not methods.get(m).start_from]
     bases = sorted({methods.get(m).start_from for m in starting})
-    base_here = all(b in todo or sweep.finished_checkpoint(os.path.join(args.out, sweep.run_name(b, cv, seed)))
+    base_here = all(b in todo or run_folder.finished_checkpoint(os.path.join(args.out, sweep.run_name(b, cv, seed)))
                     for b in bases)
     if not starting or base_here:
         chosen = [m for m in args.methods if m in todo or m in bases]
@@ -97,7 +97,7 @@ def harvest(args, cv, seed, command):
         name = sweep.run_name(m, cv, seed)
         run_dir = os.path.join(args.out, name)
         spec = {'run_dir': run_dir, 'method': m, 'color_var': cv}
-        if sweep.finished_checkpoint(run_dir) is None or not sweep.has_test_record(spec):
+        if run_folder.finished_checkpoint(run_dir) is None or not sweep.has_test_record(spec):
             continue
         if committed(args.records, name, m, cv, args.dry_run) and not _newer(run_dir, os.path.join(args.records, name)):
             continue
@@ -117,7 +117,7 @@ def harvest(args, cv, seed, command):
 
 def _newer(run_dir, rec_dir):
     """Whether the run's results.jsonl differs from the committed one (a run trained or tested again)."""
-    a, b = os.path.join(run_dir, 'results.jsonl'), os.path.join(rec_dir, 'results.jsonl')
+    a, b = run_folder.file(run_dir, run_folder.RESULTS), run_folder.file(rec_dir, run_folder.RESULTS)
     with open(a, 'rb') as fa, open(b, 'rb') as fb:
         return fa.read() != fb.read()
 

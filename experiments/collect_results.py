@@ -3,8 +3,8 @@
     python -m experiments.collect_results sweeps/fig4 [--out_prefix PATH] [--title TEXT] [--no_plot] [--confusion 0.020]
     python -m experiments.collect_results docs/results/csad docs/results/paper_e100 --methods lnl csad_base csad
 
-Every ``results.jsonl`` under DIR (under each DIR given) whose folder also holds ``options.json`` is one run (the layout written
-by train.py and the sweep). A run's result is the newest evaluation record of test.py in its
+Every ``results.jsonl`` under DIR (under each DIR given) whose folder also holds ``options.json`` is one run (the
+layout written by train.py and the sweep). A run's result is the newest evaluation record of test.py in its
 ``results.jsonl`` (the one with ``test_acc``, of ``--tag``) that evaluated the run's last epoch on the run's
 own sigma^2; a run without one is reported as incomplete and left out (with a warning naming a record of an
 earlier epoch). A line that does not parse (one cut by a kill) is skipped with a warning.
@@ -32,6 +32,7 @@ import sys
 from dataset.colored_mnist import color_variance
 from dataset.tensors import DEFAULT_GRAY_VIEW, GRAY_VIEWS
 from experiments import figures, records, report
+from methods import display_name
 from utils import Parser, UserError, atomic_write_text, replace_readme_section, run_main
 
 
@@ -106,7 +107,7 @@ def main(argv=None):
         print(f'warning: {name}: neither options.json nor results.jsonl gives the method and sigma^2; '
               f'not counted', file=sys.stderr)
     for method, cv, seed in records.duplicate_seeds(agg):
-        print(f'warning: {figures.display_name(method)} sigma^2={cv} seed {seed} appears more than once under '
+        print(f'warning: {display_name(method)} sigma^2={cv} seed {seed} appears more than once under '
               f'{" ".join(args.dirs)}; every copy is counted', file=sys.stderr)
     if not agg['cells']:
         raise UserError(f'no finished run under {" ".join(args.dirs)}: {len(runs)} run(s) found, none has a test '

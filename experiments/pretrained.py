@@ -21,12 +21,15 @@ import torch
 
 import checkpoint as C
 import methods
+import run_folder
+from methods import display_name
+from methods.restore import rebuild
 from dataset import colored_mnist
 from dataset.tensors import DEFAULT_GRAY_VIEW, load_splits
 from evaluation import evaluate
 from experiments import records
 from utils import (DATA_DIR, REPO_ROOT, Parser, UserError, atomic_open, atomic_write_text, existing_or_new_folder,
-                   format_table, read_jsonl, resolve_device, run_main, sha256_file)
+                   format_table, resolve_device, run_main, sha256_file)
 
 PRETRAINED_DIR = os.path.join(REPO_ROOT, 'pretrained')
 PROVENANCE = 'provenance.json'
@@ -38,8 +41,7 @@ KEPT_OPTIONS = ('palette', 'precision', 'max_step', 'lr', 'lr_decay_period', 'lr
 
 def finished(run_dir):
     """The checkpoint a finished run ended with (its ``done`` marker names it)."""
-    from experiments.sweep import finished_checkpoint
-    path = finished_checkpoint(run_dir)
+    path = run_folder.finished_checkpoint(run_dir)
     if path is None:
         raise UserError(f'{run_dir} is not a finished run (no done marker naming its last checkpoint, or a process '
                         'still trains in it); export finished runs only')
@@ -48,9 +50,8 @@ def finished(run_dir):
 
 def recorded_test(run_dir, method, color_var):
     """The run's test record of its last epoch on its own sigma^2 (for a grey-input method: the default view)."""
-    path = os.path.join(run_dir, 'results.jsonl')
     view = DEFAULT_GRAY_VIEW if methods.get(method).gray else None
-    test, stale = records.current_test(read_jsonl(path) if os.path.exists(path) else [], color_var, gray_view=view)
+    test, stale = records.current_test(run_folder.read_results(run_dir), color_var, gray_view=view)
     if test is None:
         raise UserError(f'{run_dir} has no test record of its last epoch on sigma^2 = {color_var:.3f}; run '
                         f'python test.py -e {run_dir} first')
@@ -60,7 +61,7 @@ def recorded_test(run_dir, method, color_var):
 def weights_only(ckpt, method):
     """The shipped content of a checkpoint: weights, sizes, options; no optimiser or random state."""
     opts = ckpt.get('options') or {}
-    keep = set(C.run_defining(method)) | set(KEPT_OPTIONS)
+    keep = set(methods.run_defining(method)) | set(KEPT_OPTIONS)
     out = {'format': C.CHECKPOINT_FORMAT, 'epoch': ckpt['epoch'],
            'config': dict(ckpt.get('config') or {}),
            'options': {k: v for k, v in opts.items() if k in keep},
@@ -94,7 +95,7 @@ def export(run_dirs, out_dir, records_dir, commit, command):
             os.remove(target)
             raise UserError(f'{name}: {size} bytes of weights is more than {MAX_BYTES}; not a network of this paper')
         rec_dir = os.path.join(records_dir, name)
-        if not os.path.isfile(os.path.join(rec_dir, 'results.jsonl')):
+        if not os.path.isfile(run_folder.file(rec_dir, run_folder.RESULTS)):
             raise UserError(f'{rec_dir}/results.jsonl does not exist; commit the run\'s records there first')
         prov['files'][name + '.pth'] = {
             'sha256': sha256_file(target), 'bytes': size, 'method': method, 'color_var': f'{color_var:.3f}',
@@ -121,7 +122,6 @@ def read_provenance(path):
 
 def evaluate_shipped(folder, data_dir, device='cpu', generate_missing=True):
     """One row per shipped file: its accuracy now, next to the one its run recorded."""
-    from test import rebuild
     prov = read_provenance(os.path.join(folder, PROVENANCE))
     rows, splits = [], {}
     for name, entry in sorted(prov['files'].items(), key=lambda kv: (records.method_order().index(kv[1]['method'])
@@ -155,7 +155,6 @@ def evaluate_shipped(folder, data_dir, device='cpu', generate_missing=True):
 
 def table(rows):
     header = ['file', 'method', 'σ²', 'seed', 'epochs', 'test acc', 'recorded', 'same', 'paper']
-    from experiments.figures import display_name
     body = [[r['file'], display_name(r['method']),
              r['color_var'], r['seed'], r['epoch'], f'{r["acc"]:.4f}', f'{r["test_acc"]:.4f}',
              'yes' if r['same'] else 'NO',

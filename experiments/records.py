@@ -1,6 +1,6 @@
 """Run records: the paper's numbers, reading run folders (``options.json`` + ``results.jsonl``) and
 aggregating them over seeds. Which methods exist, in which order, and which are probed come from the
-method registry (``methods.py``)."""
+method registry (``methods/registry.py``)."""
 import json
 import os
 import sys
@@ -8,7 +8,8 @@ import sys
 import numpy as np
 
 import methods
-from utils import UserError, read_jsonl
+import run_folder
+from utils import UserError
 
 # Fig. 4 of Kim et al. (CVPR 2019): unbiased test accuracy per sigma^2 (reference/paper_fig4.csv).
 # Kept here so that the pipeline runs without the reference folder.
@@ -27,11 +28,11 @@ NUMERIC = ('test_acc', 'monitor_test_acc', 'aligned_acc', 'conflicting_acc', 'pr
 
 
 def published(method, color_var):
-    """``(accuracy, who)`` a method beyond the paper's Fig. 4 is reported at by its own authors (its class's
+    """``(accuracy, who)`` a method beyond the paper's Fig. 4 is reported at by its own authors (its card's
     ``published``), or None."""
-    cls = methods.METHODS.get(method)
-    value = (cls.published if cls else {}).get(var_key(color_var))
-    return None if value is None or method in PAPER_FIG4 else (value, cls.published_by)
+    card = getattr(methods.METHODS.get(method), 'card', None)
+    value = (card.published if card else {}).get(var_key(color_var))
+    return None if value is None or method in PAPER_FIG4 else (value, card.published_by)
 
 
 def method_order():
@@ -115,11 +116,11 @@ def load_runs(root, tag='test', gray_view=None):
     runs = []
     for folder, dirs, files in os.walk(root):
         dirs.sort()
-        if 'results.jsonl' not in files or 'options.json' not in files:
+        if run_folder.RESULTS not in files or run_folder.OPTIONS not in files:
             continue
-        opts = read_options(os.path.join(folder, 'options.json'))
-        records = read_jsonl(os.path.join(folder, 'results.jsonl'))
-        check_numbers(records, os.path.join(folder, 'results.jsonl'))
+        opts = run_folder.read_options(folder)
+        records = run_folder.read_results(folder)
+        check_numbers(records, run_folder.file(folder, run_folder.RESULTS))
         cls = methods.METHODS.get(str(opts.get('method')))
         view = (gray_view or gray_view_of_tag(tag)) if cls is not None and cls.gray else None
         test, stale = current_test(records, opts.get('color_var'), tag, view)

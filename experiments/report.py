@@ -5,7 +5,7 @@ import io
 import os
 import shlex
 
-from experiments.figures import display_name
+from methods import display_name
 from experiments import records
 import methods
 from dataset.colored_mnist import PAPER_VARIANCES

@@ -25,9 +25,10 @@ import time
 import methods
 from dataset.colored_mnist import PAPER_VARIANCES, add_palette_argument, color_variance
 import checkpoint as C
+import run_folder
 from experiments import records
-from utils import (usable_cores, DATA_DIR, REPO_ROOT, RUNS_DIR, Parser, RunLock, UserError, existing_or_new_folder, native_bf16, positive_float,
-                   open_no_follow, positive_int, read_jsonl, resolve_device, run_main, sha256_file)
+from utils import (DATA_DIR, REPO_ROOT, Parser, RunLock, UserError, existing_or_new_folder, native_bf16, open_no_follow,
+                   positive_float, positive_int, resolve_device, run_main, sha256_file, usable_cores)
 
 
 def run_name(method, color_var, seed):
@@ -73,22 +74,9 @@ def learning_rate(cls, args):
 def has_test_record(spec):
     """Whether the run holds a test record of its last trained epoch on its sigma^2 (for a grey-input
     method: of the grey view the tables report)."""
-    path = os.path.join(spec['run_dir'], 'results.jsonl')
     view = records.gray_view_of_tag('test') if methods.get(spec['method']).gray else None
-    return os.path.exists(path) and records.current_test(read_jsonl(path), spec['color_var'], gray_view=view)[0] \
+    return records.current_test(run_folder.read_results(spec['run_dir']), spec['color_var'], gray_view=view)[0] \
         is not None
-
-
-def finished_checkpoint(run_dir):
-    """The checkpoint a finished run ended with (its ``done`` marker names it), or None when the run is not
-    finished: no marker (failed, killed, still training) or a process holds its folder."""
-    marker = os.path.join(run_dir, 'done')
-    if RunLock.holder(run_dir) is not None or not os.path.isfile(marker) or os.path.islink(marker):
-        return None
-    with open(marker, encoding='utf-8', errors='replace') as fh:
-        name = os.path.basename(fh.read().strip())  # a file of the run folder
-    path = os.path.join(run_dir, name)
-    return path if name.startswith('checkpoint_') and os.path.isfile(path) and not os.path.islink(path) else None
 
 
 def requested_options(train_argv):
@@ -104,7 +92,7 @@ def differences(spec, train_argv=None, recorded=None):
     resumed to the requested number; the schedule does not depend on the total). ``(None, False)`` when the
     folder holds no readable options.json. ``recorded``: the run's options when the caller has read them."""
     if recorded is None:
-        recorded = records.read_options(os.path.join(spec['run_dir'], 'options.json'))
+        recorded = run_folder.read_options(spec['run_dir'])
     if not recorded:
         return None, False
     asked = requested_options(spec['train'] if train_argv is None else train_argv)
@@ -113,7 +101,7 @@ def differences(spec, train_argv=None, recorded=None):
 
     def default(k):
         return method_default(asked['method'], k) if k in COMMON_DEFAULTS else parser.get_default(k)
-    keys = [k for k in C.run_defining(asked['method']) if k not in ('amp', 'precision')]
+    keys = [k for k in methods.run_defining(asked['method']) if k not in ('amp', 'precision')]
     diffs = [(k, recorded.get(k, default(k)), asked.get(k)) for k in keys if recorded.get(k, default(k)) != asked.get(k)]
     # precision: 'auto' matches a run that asked for 'auto' too; otherwise the arithmetic must be the same
     if not (asked['precision'] == 'auto' and recorded.get('precision_requested', 'auto') == 'auto'):
@@ -135,14 +123,10 @@ def describe(diffs):
 def status(spec):
     """'running' (another process trains in the folder), 'done', 'trained' (no test record yet),
     'partial' (checkpoints but no done marker) or 'new'."""
-    run_dir = spec['run_dir']
-    if RunLock.holder(run_dir) is not None:
-        return 'running'
-    if os.path.exists(os.path.join(run_dir, 'done')):
+    found = run_folder.state(spec['run_dir'])
+    if found == 'finished':
         return 'done' if has_test_record(spec) else 'trained'
-    if os.path.isdir(run_dir) and any(f.startswith('checkpoint_') for f in os.listdir(run_dir)):
-        return 'partial'
-    return 'new'
+    return found
 
 
 # The training and test processes running now, and the signal that stops the sweep (None while it runs).
@@ -197,7 +181,7 @@ def start_checkpoint(spec):
     if spec.get('base_file'):
         return spec['base_file'], sha256_file(spec['base_file'])
     base = spec['base']
-    path = finished_checkpoint(base['run_dir'])
+    path = run_folder.finished_checkpoint(base['run_dir'])
     if path is None:
         return None, f'{base["name"]} is not finished'
     diffs, extend = differences(base)
@@ -251,7 +235,7 @@ def execute(spec, env=None, in_process=False, fresh=False, overwrite=False, show
     if fresh and state in ('done', 'trained', 'partial'):
         state = 'new'  # --overwrite below replaces it
     if state in ('done', 'trained', 'partial'):
-        recorded = records.read_options(os.path.join(spec['run_dir'], 'options.json'))
+        recorded = run_folder.read_options(spec['run_dir'])
         diffs, extend = differences(spec, train, recorded)
         if (spec.get('base') or spec.get('base_file')) and recorded.get('pretrain_sha256') != digest:
             changed = spec['base']['name'] if spec.get('base') else f'its start ({spec["base_file"]})'
@@ -266,7 +250,7 @@ def execute(spec, env=None, in_process=False, fresh=False, overwrite=False, show
     if state == 'done':
         return 'skipped'
     os.makedirs(spec['run_dir'], exist_ok=True)
-    log = os.path.join(spec['run_dir'], 'sweep.log')
+    log = run_folder.file(spec['run_dir'], run_folder.SWEEP_LOG)
     steps = []
     if state in ('new', 'partial'):
         # a 'new' folder holds no checkpoint: whatever an earlier start left there is replaced
@@ -426,7 +410,8 @@ def build_parser():
                    help=f'methods: {", ".join(names)} ({starting}; default: the paper\'s, {" ".join(grid)})')
     p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3], metavar='SEED',
                    help='values of train.py --random_seed, one run per seed')
-    p.add_argument('--out', default=None, type=existing_or_new_folder, help='folder of the run folders (required, except with --smoke)')
+    p.add_argument('--out', default=None, type=existing_or_new_folder,
+                   help='folder of the run folders (required, except with --smoke)')
     p.add_argument('--data_dir', default=DATA_DIR, type=existing_or_new_folder,
                    help='folder of the data files, generated when missing (default: data/ in this repository)')
     add_palette_argument(p)
@@ -570,7 +555,7 @@ def refuse_real_runs(out):
     if not os.path.isdir(out):
         return
     for name in sorted(os.listdir(out)):
-        opts = records.read_options(os.path.join(out, name, 'options.json'))
+        opts = run_folder.read_options(os.path.join(out, name))
         if opts and not opts.get('dry_run'):
             raise UserError(f'--smoke would replace the runs in {out}, and {name} is a real run (not --dry_run); '
                             'give the smoke run another --out (default: smoke/ in this repository)')

@@ -1,16 +1,15 @@
-"""CSAD (methods_csad.py, models/csad.py): its bias label, its MI estimator and one training update against a
+"""CSAD (methods/csad.py, models/csad.py): its bias label, its MI estimator and one training update against a
 literal step-by-step reference with one Adam per network as its authors' code has, the baseline's two phases,
 and the whole path (sweep -> train.py -> test.py -> collect_results) on small data."""
 import copy
 import json
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
 import methods
-import methods_csad
+from methods import csad as methods_csad
 from conftest import SMALL_VAR, assert_user_error, run_py, train_args
 from dataset.tensors import color_target
 from experiments import collect_results, sweep

@@ -7,6 +7,7 @@ import torch
 from models import ColorPredictor, ConvNet, color_loss, neg_entropy
 from option import get_option
 import checkpoint
+from models.weights import load_net_weights
 import methods
 import trainer
 
@@ -296,7 +297,7 @@ def test_loads_authors_state_dict(tmp_path):
     torch.save(sd, tmp_path / 'checkpoint_step_0090.pth')
     ckpt = checkpoint.read_checkpoint(str(tmp_path / 'checkpoint_step_0090.pth'))
     net = ConvNet()
-    checkpoint.load_net_weights(net, ckpt['net_state_dict'], 'x')
+    load_net_weights(net, ckpt['net_state_dict'], 'x')
     for a, b in zip(net.state_dict().values(), authors.state_dict().values()):
         assert torch.equal(a, b)
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import ROOT, SMALL_VAR, assert_user_error, run_py
-from utils import read_jsonl
+from utils import RUNS_DIR, read_jsonl
 
 
 @pytest.fixture(scope='module')
@@ -110,7 +110,7 @@ def test_misplaced_and_misspelled_flags_get_a_hint(tmp_path):
 
 def test_smoke_keeps_to_its_own_folder_and_refuses_real_runs(small_data_dir, tmp_path):
     from experiments import sweep
-    assert sweep.parse(['--smoke']).out == sweep.SMOKE_DIR and not sweep.SMOKE_DIR.startswith(sweep.RUNS_DIR)
+    assert sweep.parse(['--smoke']).out == sweep.SMOKE_DIR and not sweep.SMOKE_DIR.startswith(RUNS_DIR)
     real = tmp_path / 'real' / 'baseline_var0.020_seed1'
     real.mkdir(parents=True)
     (real / 'options.json').write_text(json.dumps({'method': 'baseline', 'dry_run': False}))
@@ -129,7 +129,8 @@ def test_test_py_twice_leaves_one_record_and_warns_on_another_variance(small_dat
     assert len(tests) == 1
     from dataset import colored_mnist
     from conftest import fake_mnist
-    colored_mnist.save(colored_mnist.generate(fake_mnist(), 0.035, seed=3), colored_mnist.file_path(str(small_data_dir), 0.035))
+    colored_mnist.save(colored_mnist.generate(fake_mnist(), 0.035, seed=3),
+                       colored_mnist.file_path(str(small_data_dir), 0.035))
     proc = run_py(args + ['--color_var', '0.035'])
     assert proc.returncode == 0 and 'trained on sigma^2 = 0.020 and is tested on 0.035' in proc.stderr
     assert len([r for r in read_jsonl(str(runs / 'r' / 'results.jsonl')) if 'test_acc' in r]) == 2

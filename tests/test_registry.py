@@ -6,7 +6,6 @@ import json
 import pytest
 import torch.nn.functional as F
 
-import checkpoint
 import methods
 from conftest import SMALL_VAR
 from experiments import collect_results, sweep
@@ -16,7 +15,7 @@ from utils import sha256_file
 
 class Tiny(methods.Baseline):
     """The baseline with its cross-entropy scaled by its own option, started from the baseline run."""
-    name, display, plot_color = 'tiny', 'Tiny', 'tab:purple'
+    name, card = 'tiny', methods.Card('Tiny', 'tab:purple')
     start_from, lr = 'baseline', 0.002
     probed = False
     hyper_parameters = (methods.HyperParameter('--tiny_scale', 'tiny_scale', 1.0, 'Tiny: scale of the loss'),)
@@ -35,7 +34,7 @@ def test_an_extra_method_runs_through_the_sweep_and_the_report(small_data_dir, t
     out = tmp_path / 'sweep'
     with methods.registered(Tiny):
         assert get_option(['-e', 'x', '--method', 'tiny']).tiny_scale == 1.0
-        assert 'tiny_scale' in checkpoint.run_defining('tiny') and 'tiny_scale' not in checkpoint.run_defining('lnl')
+        assert 'tiny_scale' in methods.run_defining('tiny') and 'tiny_scale' not in methods.run_defining('lnl')
         argv = ['--color_vars', f'{SMALL_VAR:.3f}', '--methods', 'tiny', 'baseline', '--seeds', '1',
                 '--out', str(out), '--data_dir', str(small_data_dir), '--launcher', 'inprocess',
                 '--', '--dry_run', '--max_step', '2', '--no_generate', '--tiny_scale', '0.5']

@@ -85,7 +85,8 @@ def test_bad_checkpoints(small_data_dir, tmp_path, case, fragment):
 
 @pytest.mark.parametrize('args,fragment', [
     (['--lr', '0'], '--lr: must be > 0.0'), (['--lr', '-1'], '--lr: must be > 0.0'),
-    (['--batch_size', '0'], '--batch_size: must be > 0'), (['--color_var', '-0.02'], '--color_var: must be a positive number'),
+    (['--batch_size', '0'], '--batch_size: must be > 0'),
+    (['--color_var', '-0.02'], '--color_var: must be a positive number'),
     (['--method', 'nope'], "invalid choice: 'nope'"),
 ])
 def test_bad_options_exit_with_usage_message(tmp_path, args, fragment):

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from conftest import SMALL_VAR, assert_user_error, popen, run_py, train_args
+import run_folder
 from experiments import records, sweep
 from utils import RunLock, append_line, read_jsonl, sha256_file
 
@@ -80,14 +81,14 @@ def test_a_run_locked_by_another_process_is_no_start(tmp_path):
     run_dir.mkdir()
     (run_dir / 'checkpoint_last.pth').write_bytes(b'x')
     (run_dir / 'done').write_text(str(run_dir / 'checkpoint_last.pth') + '\n')
-    assert sweep.finished_checkpoint(str(run_dir)) == str(run_dir / 'checkpoint_last.pth')
+    assert run_folder.finished_checkpoint(str(run_dir)) == str(run_dir / 'checkpoint_last.pth')
     lock = RunLock(str(run_dir)).acquire()
     try:
-        assert sweep.finished_checkpoint(str(run_dir)) is None
+        assert run_folder.finished_checkpoint(str(run_dir)) is None
     finally:
         lock.release()
     os.remove(run_dir / 'done')
-    assert sweep.finished_checkpoint(str(run_dir)) is None
+    assert run_folder.finished_checkpoint(str(run_dir)) is None
 
 
 # -- 2. finished runs against the request ----------------------------------------------------------------
@@ -354,7 +355,8 @@ def test_resume_from_a_checkpoint_without_its_random_state_is_refused(trained, t
 def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_old_file(small_data_dir, tmp_path, monkeypatch):
     import torch
     runs = tmp_path / 'runs'
-    assert run_py(train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--dry_run', '--max_step', 1)).returncode == 0
+    args = train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--dry_run', '--max_step', 1)
+    assert run_py(args).returncode == 0
     before = (runs / 'r' / 'checkpoint_last.pth').read_bytes()
 
     def full_disk(*a, **k):

@@ -17,6 +17,7 @@ from dataset.tensors import color_target
 from models import ConvNet
 from utils import RunLock
 import checkpoint
+from models.weights import load_net_weights
 import trainer
 
 
@@ -415,7 +416,7 @@ def test_authors_era_state_dict_without_num_batches_tracked_loads(tmp_path):
     sd = {k: v for k, v in net.state_dict().items() if not k.endswith('num_batches_tracked')}
     sd['fc.bias'] = torch.full_like(sd['fc.bias'], 0.25)
     other = ConvNet()
-    checkpoint.load_net_weights(other, sd, 'old.pth')
+    load_net_weights(other, sd, 'old.pth')
     assert torch.equal(other.fc.bias, sd['fc.bias'])
 
 

@@ -33,11 +33,13 @@ uses the last epoch's weights, as for every method here (their code prints the t
 """
 import torch
 
-import methods
-from models import color_accuracy, color_loss, cross_entropy
 from dataset.tensors import IGNORE
+from methods.base import Method
+from methods.registry import Card, HyperParameter, register
+from models import color_loss, cross_entropy
 from models.csad import ColorHeads, CSADBias, CSADNet
-from utils import nonneg_int, positive_int
+from models.weights import load_net_weights
+from utils import UserError, nonneg_int, positive_int
 
 
 def image_color_label(colors):
@@ -50,7 +52,7 @@ def image_color_label(colors):
     return torch.where(counts > 0, sums // counts.clamp_min(1), torch.full_like(sums, IGNORE))
 
 
-class CSADFamily(methods.Method):
+class CSADFamily(Method):
     """What csad_base and csad share: the networks, Adam, the per-image bias label and the probe."""
     uses_h = True
     probed = True
@@ -131,18 +133,17 @@ class CSADFamily(methods.Method):
         logits = self.h(feat.detach())
         loss = color_loss(logits, target) / (len(logits) if mean else 1)
         self.step(loss, 'h')
-        correct, counted = color_accuracy([lg.detach() for lg in logits], target)
-        return {'loss_color': loss.detach(), 'color_acc': correct / counted.clamp_min(1)}
+        return {'loss_color': loss.detach(), 'color_acc': self._color_acc(logits, target)}
 
 
-@methods.register
+@register
 class CSADBase(CSADFamily):
     """CSAD's own baseline (their ``_pretrain``): classification, then the bias branch on frozen f."""
-    name, display, plot_color = 'csad_base', 'CSAD baseline', 'tab:gray'
+    name, card = 'csad_base', Card('CSAD baseline', 'tab:gray')
     lr = 5e-4
     option_defaults = {'lr': 5e-4, 'max_step': 40, 'lr_decay_period': 40}
     hyper_parameters = (
-        methods.HyperParameter('--csad_class_epochs', 'csad_class_epochs', 20,
+        HyperParameter('--csad_class_epochs', 'csad_class_epochs', 20,
                                'csad_base: epochs of digit classification before the bias branch trains on the '
                                'frozen features for the rest', type=nonneg_int),
     )
@@ -155,21 +156,20 @@ class CSADBase(CSADFamily):
         return self.bias_step(feat, self.bias_label(colors), mean=False)
 
 
-@methods.register
+@register
 class CSAD(CSADFamily):
-    name, display, plot_color = 'csad', 'CSAD', 'tab:purple'
+    name, card = 'csad', Card('CSAD', 'tab:purple', published={'0.020': 0.943}, published_by='its authors: about')
     start_from, lr = 'csad_base', 5e-5
     option_defaults = {'lr': 5e-5, 'max_step': 5, 'lr_decay_period': 3}
-    published, published_by = {'0.020': 0.943}, 'its authors: about'
     hyper_parameters = (
-        methods.HyperParameter('--csad_lambda', 'csad_lambda', 1.0, 'CSAD: weight of the adversarial MI loss on f'),
-        methods.HyperParameter('--csad_tau', 'csad_tau', 10.0, 'CSAD: initial temperature of the similarity graphs'),
-        methods.HyperParameter('--csad_alpha', 'csad_alpha', 1.0, 'CSAD: initial scale of the MI loss\'s two terms'),
-        methods.HyperParameter('--csad_bias_steps', 'csad_bias_steps', 10,
+        HyperParameter('--csad_lambda', 'csad_lambda', 1.0, 'CSAD: weight of the adversarial MI loss on f'),
+        HyperParameter('--csad_tau', 'csad_tau', 10.0, 'CSAD: initial temperature of the similarity graphs'),
+        HyperParameter('--csad_alpha', 'csad_alpha', 1.0, 'CSAD: initial scale of the MI loss\'s two terms'),
+        HyperParameter('--csad_bias_steps', 'csad_bias_steps', 10,
                                'CSAD: steps of the bias branch per mini-batch', type=positive_int),
-        methods.HyperParameter('--csad_mi_steps', 'csad_mi_steps', 10,
+        HyperParameter('--csad_mi_steps', 'csad_mi_steps', 10,
                                'CSAD: steps of the MI estimator per mini-batch', type=positive_int),
-        methods.HyperParameter('--csad_mi_passes', 'csad_mi_passes', 2,
+        HyperParameter('--csad_mi_passes', 'csad_mi_passes', 2,
                                'CSAD: passes over the training set that train the MI estimator alone before '
                                'the first epoch', type=nonneg_int),
     )
@@ -180,8 +180,6 @@ class CSAD(CSADFamily):
 
     def load_start(self, ckpt, path):
         """Their ``_load_model``: f, D_c, the classifier, D_b and the heads; the MI estimator starts fresh."""
-        from checkpoint import load_net_weights
-        from utils import UserError
         load_net_weights(self.net, ckpt['net_state_dict'], path, self.architecture)
         own = {k: v for k, v in (ckpt.get('h_state_dict') or {}).items() if not k.startswith('mi.')}
         expected = [k for k in self.h.state_dict() if not k.startswith('mi.')]
