@@ -1,24 +1,28 @@
 # GPU image: docker build -t lnl . && docker run --gpus all -v $PWD/data:/workspace/data -v $PWD/runs:/workspace/runs lnl
-# The torch wheel pinned in requirements.txt carries its own CUDA libraries; the base image pins the
-# user-space CUDA stack and the OS, and the host only needs a recent NVIDIA driver.
-FROM nvidia/cuda:13.0.2-runtime-ubuntu24.04
+# The torch wheel pinned in requirements.txt carries its own CUDA runtime (CUDA 13.0: NVIDIA driver R580 or
+# newer on the host); the NVIDIA container toolkit (--gpus) mounts the host's driver. So the base is a plain
+# Python image: no CUDA user space of its own, and no NVIDIA_REQUIRE_CUDA check that refuses to start on a
+# driver older than the base image's CUDA. For an older driver, build with a torch wheel of an older CUDA:
+#   docker build --build-arg TORCH="torch==2.14.1+cu126 torchvision==0.29.1+cu126" \
+#       --build-arg PIP_EXTRA_INDEX_URL=<the PyTorch wheel index for cu126> -t lnl .
+FROM python:3.11.11-slim-bookworm
 
-ENV DEBIAN_FRONTEND=noninteractive \
+ARG TORCH=""
+ARG PIP_EXTRA_INDEX_URL=""
+# the commit runs record (.git stays out of the image): --build-arg COMMIT=$(git rev-parse --short=12 HEAD)
+ARG COMMIT=""
+ENV LNL_COMMIT=$COMMIT \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    VIRTUAL_ENV=/opt/venv \
-    PATH=/opt/venv/bin:$PATH \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     XDG_CACHE_HOME=/workspace/data/.cache
-
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv python3-pip ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
-    && python3 -m venv /opt/venv
 
 WORKDIR /workspace
 COPY requirements.txt requirements-dev.txt ./
-RUN pip install -r requirements.txt
+RUN if [ -n "$TORCH" ]; then pip install $TORCH && grep -v '^torch' requirements.txt > /tmp/rest.txt \
+         && pip install -r /tmp/rest.txt; else pip install -r requirements.txt; fi
 
 COPY . .
 RUN chmod +x train.sh test.sh .ci/run && mkdir -p /workspace/data /workspace/runs

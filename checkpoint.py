@@ -7,6 +7,7 @@ and a file cannot run code while it loads. The authors' keys (``net_state_dict``
 import os
 import pickle
 import random
+import shlex
 import sys
 
 import numpy as np
@@ -19,19 +20,20 @@ from utils import UserError, atomic_open
 CHECKPOINT_FORMAT = 'lnl-checkpoint-v1'
 
 
-def rng_state(batch_gen):
-    """Every random state of a run as tensors and plain Python values (loadable with ``weights_only``)."""
+def rng_state(batch_gen, device=None):
+    """Every random state of a run as tensors and plain Python values (loadable with ``weights_only``); the CUDA
+    generator of the run's own ``device`` only (reading another GPU's would open a CUDA context on it)."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {'torch': torch.get_rng_state(),
              'numpy': {'name': str(name), 'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos),
                        'has_gauss': int(has_gauss), 'cached_gaussian': float(gauss)},
              'python': list(random.getstate()), 'batch': batch_gen.get_state()}
-    if torch.cuda.is_available():
-        state['cuda'] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == 'cuda':
+        state['cuda'] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state, batch_gen):
+def set_rng_state(state, batch_gen, device=None):
     torch.set_rng_state(state['torch'])
     npst = state['numpy']
     if isinstance(npst, dict):
@@ -42,13 +44,17 @@ def set_rng_state(state, batch_gen):
     py = state['python']
     random.setstate((py[0], tuple(py[1]), py[2]) if isinstance(py, list) else py)
     batch_gen.set_state(state['batch'])
-    if 'cuda' in state and torch.cuda.is_available():
-        saved, visible = list(state['cuda']), torch.cuda.device_count()
-        for index, rng in enumerate(saved[:visible]):
-            torch.cuda.set_rng_state(rng, index)
-        if len(saved) > visible:
-            print(f'note: the run saved the random state of {len(saved)} CUDA devices and {visible} are visible; '
-                  f'the first {visible} were restored', file=sys.stderr)
+    saved = state.get('cuda')
+    if saved is None or device is None or device.type != 'cuda':
+        return
+    if isinstance(saved, (list, tuple)):  # earlier versions saved every visible device's state
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if index >= len(saved):
+            print(f'note: the run saved the random state of {len(saved)} CUDA devices; device {index} starts from '
+                  'its current state', file=sys.stderr)
+            return
+        saved = saved[index]
+    torch.cuda.set_rng_state(saved, device)
 
 
 def save_checkpoint(path, method, epoch, batch_gen, progress=None):
@@ -70,7 +76,7 @@ def save_checkpoint(path, method, epoch, batch_gen, progress=None):
         'optim_state_dict': next(iter(method.optimizers.values())).state_dict(),  # the authors' key
         'optimizers': {k: o.state_dict() for k, o in method.optimizers.items()},
         'schedulers': {k: s.state_dict() for k, s in method.schedulers.items()},
-        'rng': rng_state(batch_gen),
+        'rng': rng_state(batch_gen, method.device),
         'progress': progress,
     }
     try:
@@ -84,13 +90,17 @@ def save_checkpoint(path, method, epoch, batch_gen, progress=None):
 
 
 def plain(value):
-    """``value`` with containers turned into dicts and lists of str, int, float, bool and None."""
+    """``value`` with containers turned into dicts and lists of str, int, float, bool and None (a subclass of
+    one of them, such as ``torch.__version__`` or a NumPy float, as that type: ``weights_only`` loads no other)."""
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if value is None:
         return value
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
     return str(value)
 
 
@@ -180,6 +190,19 @@ def check_fields(ckpt, path, resume=False):
         if missing:
             raise UserError(f'{path} lacks {", ".join(missing)}, which --resume needs to continue exactly; start a '
                             'new run from its weights with --use_pretrain --checkpoint instead')
+
+
+def check_method_fields(ckpt, method, path):
+    """``UserError`` naming the field when a checkpoint lacks what ``method`` needs to resume: h's weights (a
+    method that trains h), an optimiser's or a schedule's state (one per network the method steps)."""
+    missing = [] if not method.uses_h or isinstance(ckpt.get('h_state_dict'), dict) else ['h_state_dict']
+    for field, names in (('optimizers', method.optimizers), ('schedulers', method.schedulers)):
+        saved = ckpt.get(field) if isinstance(ckpt.get(field), dict) else {}
+        missing += [f'{field}.{k}' for k in names if not isinstance(saved.get(k), dict)]
+    if missing:
+        raise UserError(f'{path} lacks {", ".join(missing)}, which --resume of --method {method.opt.method} needs; '
+                        f'start a new run from its weights with --use_pretrain --checkpoint {shlex.quote(str(path))} '
+                        'instead')
 
 
 def check_resume_options(ckpt_opts, opt, path):

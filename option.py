@@ -6,8 +6,8 @@ of the methods is an option with the authors' value as default.
 """
 import methods
 from dataset.colored_mnist import add_palette_argument, color_variance
-from utils import (DATA_DIR, RUNS_DIR, Parser, existing_or_new_folder, nonneg_float, nonneg_int, number, positive_float,
-                   positive_int, run_name, seed_number, thread_count)
+from utils import (Parser, add_data_dir, add_device, add_no_generate, add_precision, add_save_dir, add_trust_checkpoint,
+                   nonneg_float, nonneg_int, number, positive_float, positive_int, run_name, seed_number, thread_count)
 
 
 # Defaults of options that a method may set otherwise (its class's ``option_defaults``).
@@ -36,10 +36,9 @@ def build_parser(description='Learning Not to Learn on Colored-MNIST'):
     d = p.add_argument_group('data')
     d.add_argument('--color_var', type=color_variance, default=0.020,
                    help='colour variance sigma^2 of the data (at most three decimals, as in the file name)')
-    d.add_argument('--data_dir', default=DATA_DIR, type=existing_or_new_folder,
-                   help='folder of mnist_10color_jitter_var_*.npy files (default: data/ in this repository, '
-                        'whatever the working folder)')
-    d.add_argument('--no_generate', action='store_true', help='fail instead of generating a missing data file')
+    add_data_dir(d, help='folder of mnist_10color_jitter_var_*.npy files (default: data/ in this repository, '
+                         'whatever the working folder)')
+    add_no_generate(d)
     d.add_argument('--mnist_dir', default=None, help='raw MNIST IDX files to generate from (else cache/pip/torchvision)')
     add_palette_argument(d)
     d.add_argument('--data_seed', type=seed_number, default=None,
@@ -68,21 +67,17 @@ def build_parser(description='Learning Not to Learn on Colored-MNIST'):
     r = p.add_argument_group('run')
     r.add_argument('--checkpoint', default=None, help='checkpoint to start from (with --use_pretrain) or to evaluate')
     r.add_argument('--use_pretrain', action='store_true', help='initialise f and g from --checkpoint (h starts fresh)')
-    r.add_argument('--trust_checkpoint', action='store_true',
-                   help='load a --checkpoint that holds more than tensors and plain values with full unpickling '
-                        '(runs any code in the file: only for files you trust)')
+    add_trust_checkpoint(r)
     r.add_argument('--resume', nargs='?', const='auto', default=None,
                    help='continue a run: a checkpoint path, or no value for the newest one in the run folder')
     r.add_argument('--overwrite', action='store_true',
                    help='start afresh in a run folder that already holds a run (its records and checkpoints '
                         'are deleted)')
-    r.add_argument('--save_dir', default=RUNS_DIR, type=existing_or_new_folder,
-                   help='parent folder of run folders (default: runs/ in this repository, whatever the working '
-                        'folder)')
+    add_save_dir(r)
     r.add_argument('--log_step', type=positive_int, default=50, help='print the running losses every this many batches')
     r.add_argument('--save_step', type=positive_int, default=10, help='keep a checkpoint every this many epochs')
     r.add_argument('--random_seed', type=seed_number, default=1, help='seed of initialisation and batch order')
-    r.add_argument('--device', default='auto', help='auto (cuda when available), cpu, cuda or cuda:N')
+    add_device(r)
     r.add_argument('--dry_run', action='store_true', help='one batch per epoch: a fast end-to-end smoke run')
     r.add_argument('--no_monitor_test', dest='monitor_test', action='store_false',
                    help='skip the per-epoch test accuracy that is logged for the curves (never used for selection)')
@@ -92,12 +87,14 @@ def build_parser(description='Learning Not to Learn on Colored-MNIST'):
     s = p.add_argument_group('speed')
     s.add_argument('--no_channels_last', dest='channels_last', action='store_false',
                    help='keep the default memory layout instead of channels-last')
-    s.add_argument('--precision', choices=('fp32', 'bf16', 'auto'), default='auto',
-                   help='arithmetic of training: fp32, bf16 (bfloat16 autocast), or auto: bf16 where the device '
+    add_precision(s, help='arithmetic of training: fp32, bf16 (bfloat16 autocast), or auto: bf16 where the device '
                         'computes it natively (a CUDA device with bf16, a CPU with AMX or AVX512-BF16), fp32 '
                         'elsewhere (the default; paired fp32/bf16 runs showed the same accuracy, see the '
                         'README); the run records which it used')
     s.add_argument('--amp', action='store_true', help='the same as --precision bf16')
+    s.add_argument('--tf32', action='store_true',
+                   help='on a CUDA device (Ampere and newer), let fp32 convolutions and matrix products use TF32 tensor '
+                        'cores (faster, 10-bit mantissa); off by default, so that fp32 is float32 everywhere; recorded')
     s.add_argument('--compile', action='store_true', help='torch.compile f and g')
     s.add_argument('--deterministic', action='store_true',
                    help='bitwise-repeatable training on a GPU too (torch.use_deterministic_algorithms, the cuBLAS '

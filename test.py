@@ -24,8 +24,9 @@ from dataset.colored_mnist import color_variance
 from dataset.tensors import DEFAULT_GRAY_VIEW, DRY_RUN_DATA, GRAY_VIEWS, load_splits, to_gray, view_tag
 from evaluation import evaluate, probe_color_leakage
 from utils.plots import confusion_png
-from utils import (DATA_DIR, RUNS_DIR, Parser, UserError, append_line, atomic_write_text, existing_or_new_folder,
-                   format_table, positive_int, read_jsonl, refuse_links, resolve_device, run_main, run_name)
+from utils import (Parser, UserError, add_data_dir, add_device, add_no_generate, add_save_dir, add_trust_checkpoint,
+                   append_line, atomic_write_text, format_table, positive_int, read_jsonl, refuse_links, resolve_device,
+                   run_main, run_name)
 
 
 def build_parser():
@@ -34,23 +35,18 @@ def build_parser():
                    help='run name under --save_dir, or the path of a run folder; its newest checkpoint is used when '
                         '--checkpoint is not given')
     p.add_argument('--checkpoint', default=None, help='checkpoint file to evaluate (ours or the authors\')')
-    p.add_argument('--trust_checkpoint', action='store_true',
-                   help='load a --checkpoint that holds more than tensors and plain values with full unpickling '
-                        '(runs any code in the file: only for files you trust)')
+    add_trust_checkpoint(p)
     p.add_argument('--color_var', type=color_variance, default=None,
                    help='colour variance of the test set (default: the one the checkpoint was trained on)')
-    p.add_argument('--data_dir', default=DATA_DIR, type=existing_or_new_folder,
-                   help='folder of the data files (default: data/ in this repository, whatever the working folder)')
-    p.add_argument('--save_dir', default=RUNS_DIR, type=existing_or_new_folder,
-                   help='parent folder of run folders (default: runs/ in this repository, whatever the working '
-                        'folder)')
-    p.add_argument('--no_generate', action='store_true', help='fail instead of generating a missing data file')
+    add_data_dir(p)
+    add_save_dir(p)
+    add_no_generate(p)
     p.add_argument('--palette', choices=sorted(colored_mnist.PALETTES), default=None,
                    help='mean colours of the data file to test on (default: the one the checkpoint was trained on, '
                         f'else {colored_mnist.DEFAULT_PALETTE})')
     p.add_argument('--method', default=None, choices=methods.method_names(),
                    help='method of an authors\' checkpoint (ours record it); gray evaluates the grey view')
-    p.add_argument('--device', default='auto', help='auto, cpu or cuda')
+    add_device(p)
     p.add_argument('--batch_size', type=positive_int, default=1000, help='evaluation batch size')
     p.add_argument('--gray_view', choices=GRAY_VIEWS, default=DEFAULT_GRAY_VIEW,
                    help='test images of a grey-input method (Gray): luminance of the coloured test digits, or '
@@ -186,7 +182,8 @@ def run(args):
     os.makedirs(run_dir, exist_ok=True)
     png = confusion_png(res['confusion'], os.path.join(run_dir, f'confusion_{args.tag}.png'),
                         f'{method}, sigma^2={color_var:.3f}: test acc {res["acc"]:.4f}',
-                        splits['test'].mean_colors)
+                        splits['test'].mean_colors,
+                        banner='SMOKE RUN (--dry_run): not results' if dry_run else None)
     metrics['confusion_png'] = png
     record(run_folder.file(run_dir, run_folder.RESULTS), metrics)
     try:

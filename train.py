@@ -18,8 +18,9 @@ import run_folder
 from dataset import colored_mnist
 from dataset.tensors import DRY_RUN_DATA, load_splits
 from option import get_option
-from trainer import Interrupted, Trainer
-from utils import (RunLock, UserError, atomic_write_text, refuse_links, resolve_device, resolve_precision, run_main,
+from trainer import Interrupted, NonFiniteLoss, Trainer
+from utils import (RunLock, UserError, atomic_write_text, environment, refuse_links, resolve_arithmetic, resolve_device,
+                   run_main,
                    seed_everything, sha256_file)
 
 
@@ -30,21 +31,26 @@ def prepare_data(opt):
                                 mnist_dir=opt.mnist_dir, seed=seed, palette=opt.palette)
 
 
-def command_line(argv, drop_resume=False):
+def command_line(argv, drop_resume=False, drop=()):
     """The command that ran, quoted so that it can be pasted; ``drop_resume`` removes ``--resume [PATH]`` and
-    ``--overwrite`` (the printed command then continues the run instead of replacing it)."""
+    ``--overwrite`` (the printed command then continues the run instead of replacing it); ``drop``: options
+    with a value to remove (the advice after a diverging run gives its own ``--lr``)."""
     args = list(argv)
-    if drop_resume:
+    if drop_resume or drop:
         out, skip = [], False
         for i, a in enumerate(args):
             if skip:
                 skip = False
                 continue
-            if a == '--resume':
+            if a in drop:
+                skip = True
+                continue
+            if drop_resume and a == '--resume':
                 nxt = args[i + 1] if i + 1 < len(args) else None
                 skip = nxt is not None and not nxt.startswith('-')
                 continue
-            if a.startswith('--resume=') or a == '--overwrite':
+            if any(a.startswith(f'{d}=') for d in drop) or (drop_resume and (a.startswith('--resume=')
+                                                                                or a == '--overwrite')):
                 continue
             out.append(a)
         args = out
@@ -59,6 +65,16 @@ def warnings_for(opt):
         out.append(f'warning: --method {opt.method} from scratch at lr {opt.lr}; the paper\'s recipe starts it from a '
                    f'trained {cls.start_from} at lr {cls.lr} (bash train.sh, or --use_pretrain --checkpoint '
                    f'runs/<{cls.start_from} run>/checkpoint_last.pth --lr {cls.lr})')
+    if opt.method in ('csad', 'csad_base') and getattr(opt, 'precision', 'fp32') not in ('fp32', 'auto'):
+        chosen = ' (--precision auto chose it on this machine)' if getattr(opt, 'precision_requested', None) == 'auto' \
+            else ''
+        out.append(f'warning: --method {opt.method} in {opt.precision}{chosen}; CSAD\'s recipe and the results of '
+                   'docs/csad.md are fp32: add --precision fp32 to compare with them')
+    class_epochs = getattr(opt, 'csad_class_epochs', None)
+    if opt.method == 'csad_base' and class_epochs is not None and opt.max_step <= class_epochs:
+        out.append(f'warning: --method csad_base for {opt.max_step} epoch(s) never trains its bias branch: its first '
+                   f'--csad_class_epochs {class_epochs} epochs train the digits only, so a csad run started from it '
+                   f'starts with an untrained bias branch (the recipe: --max_step 40)')
     if not 0.005 <= opt.color_var <= 0.1:
         out.append(f'warning: --color_var {opt.color_var} is outside 0.005..0.1 (the paper uses 0.020..0.050): '
                    'below it every digit\'s colour is nearly constant, above it the colours of the classes overlap '
@@ -107,7 +123,8 @@ def train(opt, run_dir, argv, logger):
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     device = resolve_device(opt.device)
-    resolve_precision(opt, device)  # before the resume check: a run records the precision it used
+    resolve_arithmetic(opt, device)  # before the resume check: a run records the precision it used
+    opt.environment = environment(device)  # where and with what it ran (options.json)
     for line in warnings_for(opt):
         print(line, file=sys.stderr)
 
@@ -191,6 +208,8 @@ def train(opt, run_dir, argv, logger):
                     f'{command_line(argv_used, drop_resume=True)} --resume')
         writer.close()
         sys.exit(130)
+    except NonFiniteLoss as exc:  # the remedy as a command to paste
+        raise UserError(f'{exc.what}; {exc.advice(command_line(argv_used, drop_resume=True, drop=("--lr",)))}') from None
     except torch.OutOfMemoryError:
         raise UserError(f'out of memory at --batch_size {opt.batch_size} on {device}; lower --batch_size') from None
     finally:

@@ -10,6 +10,34 @@
 #   BASELINE=pretrained bash train.sh      # LNL only, from the shipped baseline (pretrained/, sigma^2 = 0.020)
 #   BASELINE=path/to/checkpoint.pth bash train.sh   # LNL only, from that finished baseline checkpoint
 set -euo pipefail
+usage() {
+  cat <<'USAGE'
+usage: [COLOR_VAR=0.020] [SEED=1] [BASELINE=train|pretrained|FILE] bash train.sh [TRAIN.PY OPTIONS] [--overwrite]
+
+The paper's recipe for one colour variance: the baseline (lr 0.01), then LNL from it (lr 0.001), both evaluated
+on the unbiased test set, through python -m experiments.sweep (the same command resumes an interrupted run and
+skips finished ones). Run folders: $SAVE_DIR/baseline_var<COLOR_VAR>_seed<SEED>, $SAVE_DIR/lnl_var<COLOR_VAR>_seed<SEED>.
+
+Environment variables:
+  COLOR_VAR   colour variance sigma^2 of the data (default 0.020)
+  SEED        random seed of the runs, also in their names (default 1)
+  BASELINE    train (default): train the baseline, then LNL from it
+              pretrained: LNL only, from the shipped baseline pretrained/baseline_var0.020_seed2.pth (sigma^2 0.020)
+              FILE: LNL only, from that finished baseline checkpoint
+  DATA_DIR    folder of the data files, made there when missing (default ./data)
+  SAVE_DIR    parent folder of the run folders (default ./runs)
+  PYTHON      the Python interpreter (default python)
+
+Extra arguments go to both train.py calls (python train.py --help lists them), e.g. --max_step 2, --precision fp32,
+--dry_run; --overwrite trains again the runs whose options differ from an earlier call's. The options the recipe
+sets itself (the run's name, method, colour variance, seed, folders, palette, learning rate, start and resume) are
+refused with where to set them instead.
+Evaluate again later with: bash test.sh (same COLOR_VAR and SEED).
+USAGE
+}
+for arg in "$@"; do
+  case "$arg" in -h|--help) usage; exit 0 ;; --) break ;; esac
+done
 case "${BASELINE:-train}" in train|pretrained) ;; *) BASELINE=$(realpath -m -- "$BASELINE") ;; esac
 cd "$(dirname "$0")"
 COLOR_VAR=${COLOR_VAR:-0.020}
@@ -26,7 +54,11 @@ done
 methods=(baseline lnl)
 case "${BASELINE:-train}" in
   train) ;;
-  pretrained) sweep_args+=(--base_checkpoint pretrained/baseline_var0.020_seed2.pth); methods=(lnl) ;;
+  pretrained)
+    sweep_args+=(--base_checkpoint pretrained/baseline_var0.020_seed2.pth); methods=(lnl)
+    if [ "$SEED" != 2 ]; then
+      echo "note: BASELINE=pretrained: the run lnl_var${CV}_seed${SEED} carries SEED=$SEED in its name (its own training's seed), but starts from the shipped seed-2 baseline pretrained/baseline_var0.020_seed2.pth" >&2
+    fi ;;
   *) sweep_args+=(--base_checkpoint "$BASELINE"); methods=(lnl) ;;
 esac
 exec "$PYTHON" -m experiments.sweep --color_vars "$CV" --methods "${methods[@]}" --seeds "$SEED" --out "$SAVE_DIR" \

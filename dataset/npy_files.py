@@ -63,22 +63,37 @@ class _ArraysOnly(pickle.Unpickler):
         return getattr(importlib.import_module(module), name)
 
 
+def _header(fh, path):
+    """(shape, dtype) of the ``.npy`` header at the start of ``fh``; ``UserError`` naming the file when the
+    header is malformed (NumPy parses it as a Python literal and raises ValueError, SyntaxError or, for an
+    unclosed bracket, tokenize.TokenError)."""
+    import tokenize
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _, dtype = fmt.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f'.npy format version {version[0]}.{version[1]}; the authors\' files are 1.0')
+    except (ValueError, SyntaxError, tokenize.TokenError, TypeError, UnicodeDecodeError) as exc:
+        text = exc.args[0] if isinstance(exc, tokenize.TokenError) and exc.args else str(exc)
+        detail = str(text).splitlines()[0][:100] if str(text) else type(exc).__name__
+        raise UserError(f'{path}: its .npy header cannot be read ({detail}); it is truncated or not a Colored-MNIST '
+                        'file: delete it and regenerate it') from None
+    return shape, dtype
+
+
 def read_npy(path):
     """Read a ``.npy`` file like ``np.load(path, encoding='latin1', allow_pickle=True)`` does, except that a
     pickled payload may hold only arrays, dicts, strings and numbers (:class:`_ArraysOnly`)."""
-    fmt = np.lib.format
     with open(path, 'rb') as fh:
         head = fh.read(6)
         if head[:2] == b'PK':
             raise UserError(f'{path} is an .npz archive, not a Colored-MNIST .npy file')
         fh.seek(0)
-        version = fmt.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, fortran, dtype = fmt.read_array_header_2_0(fh)
-        else:
-            shape, fortran, dtype = fmt._read_array_header(fh, version)
+        shape, dtype = _header(fh, path)
         if not dtype.hasobject:
             need = int(np.prod(shape, dtype=object)) * dtype.itemsize
             have = os.fstat(fh.fileno()).st_size - fh.tell()

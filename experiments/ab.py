@@ -12,8 +12,10 @@ than the smaller of the two spreads between seeds (max - min over seeds); that n
 paper's number is shown beside each method and sigma^2.
 """
 import os
+import sys
 
 from experiments import records
+from experiments.report import SMOKE
 from methods import display_name
 from utils import Parser, UserError, format_table, markdown_table, replace_readme_section, run_main, without_options
 
@@ -27,11 +29,12 @@ def side(text):
     return label, folder, tag or 'test'
 
 
-def accuracies(runs):
-    """{(method, sigma^2): {seed: test_acc}} of the finished, non-smoke runs."""
+def accuracies(runs, dry=False):
+    """{(method, sigma^2): {seed: test_acc}} of the finished runs: the real ones, or with ``dry`` the
+    ``--dry_run`` smoke runs (compared only with each other)."""
     out = {}
     for run in runs:
-        if run['test'] is None or run['method'] is None or run['color_var'] is None or run['dry_run']:
+        if run['test'] is None or run['method'] is None or run['color_var'] is None or run['dry_run'] != dry:
             continue
         cell = out.setdefault((run['method'], run['color_var']), {})
         if run['seed'] in cell:
@@ -39,6 +42,11 @@ def accuracies(runs):
                             f'{run["seed"]}; give a folder that holds each run once')
         cell[run['seed']] = float(run['test']['test_acc'])
     return out
+
+
+def smoke_runs(runs):
+    """The names of the finished ``--dry_run`` smoke runs among ``runs``."""
+    return [r['name'] for r in runs if r['dry_run'] and r['test'] is not None]
 
 
 def pair(a, b, acc_a, acc_b):
@@ -122,21 +130,38 @@ def build_parser():
 
 def main(argv=None):
     import shlex
-    import sys
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     (a, dir_a, tag_a), (b, dir_b, tag_b) = (side(s) for s in args.sides)
     if a == b:
         raise UserError(f'the two sides have the same label {a!r}; give each its own')
-    found = pair(a, b, accuracies(records.load_runs(dir_a, tag=tag_a)), accuracies(records.load_runs(dir_b, tag=tag_b)))
+    runs_a, runs_b = records.load_runs(dir_a, tag=tag_a), records.load_runs(dir_b, tag=tag_b)
+    smoke_a, smoke_b = smoke_runs(runs_a), smoke_runs(runs_b)
+    # smoke runs are compared with each other, marked, when neither side has a real finished run
+    dry = bool(smoke_a or smoke_b) and not any(r['test'] is not None and not r['dry_run'] for r in runs_a + runs_b)
+    found = pair(a, b, accuracies(runs_a, dry), accuracies(runs_b, dry))
     rows = [r for r in verdicts(found, a, b) if args.methods is None or r['method'] in args.methods]
+    if not dry and (smoke_a or smoke_b):
+        print(f'warning: left out {len(smoke_a) + len(smoke_b)} --dry_run smoke run(s) '
+              f'({", ".join((smoke_a + smoke_b)[:3])}{", ..." if len(smoke_a + smoke_b) > 3 else ""}): they are '
+              'compared only with each other, when a folder holds no real run', file=sys.stderr)
     if not any(r['seeds'] for r in rows):
-        raise UserError(f'no run of {dir_a} ({tag_a}) has a partner of the same method, sigma^2 and seed in '
+        what = 'smoke run' if dry else 'run'
+        raise UserError(f'no {what} of {dir_a} ({tag_a}) has a partner of the same method, sigma^2 and seed in '
                         f'{dir_b} ({tag_b})')
+    if dry:
+        print(f'warning: the runs compared are --dry_run smoke runs ({len(smoke_a)} in {dir_a}, {len(smoke_b)} in '
+              f'{dir_b}): their numbers check the pipeline, they are not results', file=sys.stderr)
+        if args.readme:
+            raise UserError(f'{dir_a} and {dir_b} hold --dry_run smoke runs only; their numbers are not results and '
+                            'are not written into a README')
     title, command = provenance(args, dir_a)
     title = title or f'Unbiased test accuracy, {a} vs {b} (paired by seed)'
     body = table_rows(rows, a, b)
-    print(format_table(header(a, b), body, title=title, align='lllrrrr'))
+    if dry:
+        print(SMOKE)
+    print(format_table(header(a, b), body, title=f'{title} [--dry_run smoke runs]' if dry else title,
+                       align='lllrrrr'))
     if args.readme:
         text = f'{title}.\n\n'
         shown = without_options(argv, ('--title', '--command'))  # those texts are in the provenance file

@@ -20,9 +20,10 @@ import methods
 import run_folder
 from dataset.colored_mnist import color_variance
 from experiments import pretrained, records, sweep
-from utils import DATA_DIR, REPO_ROOT, Parser, UserError, atomic_write_text, existing_or_new_folder, run_main
+from utils import (DATA_DIR, REPO_ROOT, Parser, UserError, add_data_dir, add_precision, atomic_write_text,
+                   existing_or_new_folder, run_main)
 
-# The order of issue's curve: the six variances without a paper-budget run, then 0.020 (Gray seed 1 only is missing).
+# The curve's order: the six variances without a paper-budget run, then 0.020 (where only Gray seed 1 is missing).
 CAMPAIGN_VARIANCES = (0.025, 0.030, 0.035, 0.040, 0.045, 0.050, 0.020)
 RECORD_FILES = (run_folder.OPTIONS, run_folder.RESULTS)
 SHIPPED = {'baseline': None, 'lnl': (1,)}  # methods whose weights are exported: every seed (None) or these seeds
@@ -132,15 +133,15 @@ def build_parser():
                    help='folder of the committed records (default: docs/results/paper_e100)')
     p.add_argument('--weights', default=pretrained.PRETRAINED_DIR,
                    help='folder of the committed weights (default: pretrained/)')
-    p.add_argument('--data_dir', default=DATA_DIR, type=existing_or_new_folder)
+    add_data_dir(p)
     p.add_argument('--color_vars', type=color_variance, nargs='+', default=list(CAMPAIGN_VARIANCES),
                    metavar='SIGMA2', help='in the order to train them (default: 0.025 ... 0.050, then 0.020)')
     p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3], metavar='SEED')
     p.add_argument('--methods', nargs='+', default=['baseline', 'lnl', 'blindeye', 'gray'],
                    choices=methods.method_names(), metavar='METHOD')
     p.add_argument('--runs_at_once', type=int, default=2, help='runs at once (one core each on a 2-core machine)')
-    p.add_argument('--precision', default='bf16', choices=('bf16', 'fp32', 'auto'),
-                   help='the headline runs\' arithmetic (default: bf16 autocast on the CPU)')
+    add_precision(p, default='bf16', help='train.py --precision of every run (the headline runs: bf16 autocast on '
+                                         'the CPU)')
     p.add_argument('--list', action='store_true', help='print what is committed and what is left, train nothing')
     p.epilog = ('Arguments after a lone -- go to every train.py call (a toy check of the campaign: '
                 '-- --dry_run --max_step 1 with --records and --weights elsewhere).')

@@ -13,14 +13,16 @@ Printed and written to ``<prefix>.md`` (default prefix ``DIR/fig4``):
 
 * the Fig. 4 table: one row per method, one column per sigma^2 found, each cell ``mean ± std (n)`` of the
   test accuracy over seeds (sample std, ddof=1; a single seed shows the mean alone) and the paper's number
-  beside it;
+  beside it, then ``(N epochs of M)`` when the cell's runs trained fewer epochs than the M of their method's
+  recipe (the paper's 100; CSAD's 40 and 5), with a note saying so;
 * the colour information left in the features (``probe_color_acc``, the bias-leakage probe of test.py
   ``--probe``) and h's own colour accuracy (``color_acc``) for the probed methods, mean over seeds;
 * the colour-aligned / colour-conflicting test accuracy, mean over seeds.
 
 Also written: ``<prefix>.csv`` (one row per method and sigma^2 with runs), ``<prefix>.png`` (accuracy
 against sigma^2 with the paper's curves dashed), ``<prefix>_curves.png`` (the per-epoch monitored test
-accuracy, when the runs recorded it) and, with ``--confusion SIGMA2``, ``<prefix>_confusion.png``: the
+accuracy, when the runs recorded it; a run started from another run's weights is drawn after that run's
+epochs) and, with ``--confusion SIGMA2``, ``<prefix>_confusion.png``: the
 ten mean colours and the row-normalised confusion matrices of Baseline and LNL at that sigma^2 (first
 seed), like the paper's confusion figure. ``--no_plot`` skips the first two plots; an explicitly
 requested confusion figure is still drawn.
@@ -62,6 +64,11 @@ def build_parser():
                         'DIR/provenance.json with --budget; later calls without either read it from there)')
     p.add_argument('--section', default='results',
                    help='with --readme: the name of the README section (its <!-- NAME:begin/end --> markers)')
+    p.add_argument('--columns', type=color_variance, nargs='+', default=None, metavar='SIGMA2',
+                   help='the variances the tables show as columns, a dash where no run is (default: those with runs)')
+    p.add_argument('--brief', action='store_true',
+                   help='with --readme: a short section (the Fig. 4 table, where each cell stands, the plot) that '
+                        'links to the full report, written to OUT_PREFIX_report.md')
     p.add_argument('--budget', default=None,
                    help='with --readme: a label for the training budget of the runs (e.g. "CPU, 5 epochs")')
     return p
@@ -93,6 +100,11 @@ def main(argv=None):
                   'again)', file=sys.stderr)
     if args.methods:
         agg['methods'] = [m for m in agg['methods'] if m in args.methods]
+    if args.columns:
+        agg['color_vars'] = sorted({records.var_key(cv) for cv in args.columns} | set(agg['color_vars']), key=float)
+        added = [m for m in records.PAPER_FIG4 if m not in agg['methods'] and (not args.methods or m in args.methods)]
+        order = records.method_order()
+        agg['methods'] = sorted(agg['methods'] + added, key=lambda m: order.index(m) if m in order else len(order))
     for run in runs:
         if run['other_view'] is not None:
             found, wanted = run['other_view']
@@ -139,7 +151,13 @@ def main(argv=None):
     if args.readme:
         budget, command = provenance(args)
         argv_shown = report.shown_argv(argv if argv is not None else sys.argv[1:])
-        body = report.readme_body(agg, runs, pngs, args.readme, budget, command, argv_shown)
+        if args.brief:
+            details = prefix + '_report.md'
+            full = report.readme_body(agg, runs, pngs, details, budget, command, argv_shown)
+            written.append(atomic_write_text(details, f'# {report.heading(agg)}: the full report\n\n' + full))
+            body = report.brief_body(agg, pngs, args.readme, details, budget, command, argv_shown)
+        else:
+            body = report.readme_body(agg, runs, pngs, args.readme, budget, command, argv_shown)
         written.append(replace_readme_section(args.readme, args.section, body))
     for path in written:
         print(f'wrote {path}')

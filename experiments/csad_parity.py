@@ -182,7 +182,8 @@ def check(their_code, data_dir, n_batches, batch_size=128, seed=1):
 
 def build_parser():
     p = Parser(description='The CSAD port against its authors\' code: same weights and batches, weights compared.')
-    p.add_argument('--their_code', required=True, help='a checkout of the CSAD code (zwvews/csad); it is imported')
+    p.add_argument('--their_code', default=None, metavar='PATH',
+                   help='a checkout of the CSAD code (zwvews/csad); it is imported (required)')
     p.add_argument('--data_dir', default=DATA_DIR, type=existing_or_new_folder,
                    help='folder of the data files (the sigma^2 = 0.020 file is made from raw MNIST when missing)')
     p.add_argument('--batches', type=positive_int, default=4, help='mini-batches of 128 images')
@@ -192,6 +193,10 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.their_code is None:
+        raise UserError('--their_code PATH is required: a checkout of the CSAD authors\' code (git clone '
+                        'https://github.com/zwvews/csad), imported to compare its training step with this port\'s; '
+                        'docs/csad.md ("Checked against their code") explains the check')
     res = check(args.their_code, args.data_dir, args.batches)
     for key, d in res['weights'].items():
         print(f'{key:40s} max |ours - theirs| {d["max_diff"]:.3e}   max change in the steps {d["max_change"]:.3e}')

@@ -1,4 +1,6 @@
 """Figures (PNG): the Fig. 4 accuracy plot, the training curves, confusion matrices with the class colours."""
+import textwrap
+
 import numpy as np
 
 from methods import display_name, plot_color
@@ -32,8 +34,11 @@ def plot_fig4(agg, path, title, paper, banner=None):
 
 
 def plot_curves(curves, path, banner=None):
-    """Monitored test accuracy against epoch, one panel per sigma^2. ``curves``: {sigma^2: [(method, label
-    order key, [(epoch, acc), ...]), ...]} in drawing order; None when empty."""
+    """Monitored test accuracy against epoch, one panel per sigma^2, the legend in a column of its own beside
+    the panels (it covers no curve). ``curves``: {sigma^2: [(method, [(epoch, acc), ...], start), ...]} in
+    drawing order (:func:`records.curves`); a run that started from another run's weights is drawn after
+    that run's epochs (x = ``start`` + its own epoch), one whose start is unknown (``start`` None) from 0,
+    dotted. None when empty."""
     if not curves:
         return None
     plt = pyplot()
@@ -41,24 +46,48 @@ def plot_curves(curves, path, banner=None):
     cvs = sorted(curves, key=float)
     cols = min(len(cvs), 4)
     rows = (len(cvs) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False, sharey=True)
-    for ax, cv in zip(axes.flat, cvs):
-        labelled = set()
-        for method, points in curves[cv]:
-            label = None if method in labelled else display_name(method)
-            labelled.add(method)
-            ax.plot([p[0] for p in points], [p[1] for p in points], '-', color=plot_color(method),
-                    alpha=0.8, linewidth=1.2, marker='.' if len(points) < 30 else None, label=label)
+    legend_width = 1.9
+    fig = plt.figure(figsize=(4 * cols + legend_width, 3.2 * rows + 0.5))
+    grid = fig.add_gridspec(rows, cols + 1, width_ratios=[4] * cols + [legend_width])
+    axes = []
+    for k in range(rows * cols):
+        axes.append(fig.add_subplot(grid[k // cols, k % cols], sharey=axes[0] if axes else None))
+    handles = {}
+    unknown, continued = False, []
+    for ax, cv in zip(axes, cvs):
+        right = 1
+        for method, points, start in curves[cv]:
+            unknown = unknown or start is None
+            if start and display_name(method) not in continued:
+                continued.append(display_name(method))
+            xs = [(start or 0) + p[0] for p in points]
+            line, = ax.plot(xs, [p[1] for p in points], ':' if start is None else '-', color=plot_color(method),
+                            alpha=0.8, linewidth=1.2, marker='.' if len(points) < 30 else None)
+            handles.setdefault(display_name(method), line)
+            right = max(right, max(xs))
+        ax.set_xlim(0, right + max(1, 0.03 * right))  # whole epochs on the axis, even for a run of one epoch
         ax.set_title(f'$\\sigma^2$ = {cv}', fontsize=10)
-        ax.set_xlabel('epoch')
+        ax.set_xlabel('epoch, its start run\'s included' if continued else 'epoch')
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    for ax in axes[:, 0]:
-        ax.set_ylabel('monitored test accuracy')
-    for ax in list(axes.flat)[len(cvs):]:
+    for k, ax in enumerate(axes):
+        if k % cols == 0:
+            ax.set_ylabel('monitored test accuracy')
+    for ax in axes[len(cvs):]:
         ax.axis('off')
-    fig.suptitle('Test accuracy during training (one line per seed)', fontsize=11)
+    side = fig.add_subplot(grid[:, cols])
+    side.axis('off')
+    side.legend(list(handles.values()), list(handles), loc='center left', fontsize=8, frameon=False)
+    caption = 'Test accuracy during training (one line per seed)'
+    if continued:
+        caption += (f'\n{" and ".join(continued)} start{"s" if len(continued) == 1 else ""} from another run\'s weights: '
+                    'drawn after that run\'s epochs (x = its epochs + their own)')
+    if unknown:
+        caption += '\ndotted: a run started from a file whose epochs are unknown, drawn from 0'
+    width = int(fig.get_figwidth() * 11)  # characters of a 10-point line across the figure
+    caption = '\n'.join(textwrap.fill(line, width) for line in caption.split('\n'))
+    fig.set_figheight(fig.get_figheight() + 0.17 * caption.count('\n'))
+    fig.suptitle(caption, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path, banner)
 

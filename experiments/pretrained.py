@@ -13,7 +13,10 @@ it, and the test accuracy its run recorded. Evaluation checks each file against 
 its sigma^2's unbiased test set (the data file is generated when missing) and compares the accuracy with the
 recorded one: they must be equal, image for image (exit status 1 otherwise).
 """
+import hashlib
+import io
 import json
+import math
 import os
 import sys
 
@@ -25,7 +28,7 @@ import run_folder
 from methods import display_name
 from methods.restore import rebuild
 from dataset import colored_mnist
-from dataset.tensors import DEFAULT_GRAY_VIEW, load_splits
+from dataset.tensors import DEFAULT_GRAY_VIEW, GRAY_VIEWS, load_splits
 from evaluation import evaluate
 from experiments import records
 from utils import (DATA_DIR, REPO_ROOT, Parser, UserError, atomic_open, atomic_write_text, existing_or_new_folder,
@@ -33,7 +36,7 @@ from utils import (DATA_DIR, REPO_ROOT, Parser, UserError, atomic_open, atomic_w
 
 PRETRAINED_DIR = os.path.join(REPO_ROOT, 'pretrained')
 PROVENANCE = 'provenance.json'
-MAX_BYTES = 1 << 20  # a shipped file holds weights only: well under 1 MB
+MAX_BYTES = 1 << 22  # a shipped file holds weights only: under 0.5 MB for the paper's networks, 1.9 MB for CSAD's
 # options kept in a shipped file besides the run-defining ones (no paths of the machine that trained it)
 KEPT_OPTIONS = ('palette', 'precision', 'max_step', 'lr', 'lr_decay_period', 'lr_decay_rate', 'momentum',
                 'weight_decay', 'optim_semantics', 'data_seed', 'exp_name')
@@ -46,6 +49,22 @@ def finished(run_dir):
         raise UserError(f'{run_dir} is not a finished run (no done marker naming its last checkpoint, or a process '
                         'still trains in it); export finished runs only')
     return path
+
+
+def read_weights(path):
+    """A checkpoint read with ``torch.load(weights_only=True)``, as every file here is. A file that holds more
+    than tensors and plain values is refused: this command has no ``--trust_checkpoint``, and a file it
+    ships must never need one."""
+    try:
+        ckpt = C.read_checkpoint(path)
+    except UserError as exc:
+        if '--trust_checkpoint' not in str(exc):
+            raise
+        raise UserError(f'{path} holds objects other than tensors and plain values; experiments.pretrained reads '
+                        'weights-only files and never unpickles more (a file written by train.py of this version '
+                        'is one; test.py --checkpoint PATH --trust_checkpoint evaluates a file you trust)') from None
+    C.check_fields(ckpt, path)
+    return ckpt
 
 
 def recorded_test(run_dir, method, color_var):
@@ -71,40 +90,63 @@ def weights_only(ckpt, method):
     return out
 
 
+def prepare_export(run_dir, records_dir):
+    """Everything one run's export needs, checked before anything is written: (name, weights file bytes,
+    provenance entry without commit and command, source path, recorded test)."""
+    run_dir = os.path.abspath(run_dir)
+    name = os.path.basename(run_dir)
+    source = finished(run_dir)
+    ckpt = read_weights(source)
+    opts = ckpt.get('options') or {}
+    if opts.get('dry_run') or run_folder.read_options(run_dir).get('dry_run'):
+        raise UserError(f'{run_dir} is a --dry_run smoke run (a few batches of the first images): its weights are '
+                        'not a result; export runs trained without --dry_run')
+    method = (ckpt.get('config') or {}).get('method') or opts.get('method')
+    if not isinstance(method, str) or method not in methods.METHODS:
+        raise UserError(f'{source}: its options hold method {method!r}, which this version does not know '
+                        f'({", ".join(methods.method_names())})')
+    color_var = opts.get('color_var')
+    if isinstance(color_var, bool) or not isinstance(color_var, (int, float)):
+        raise UserError(f'{source}: its options hold color_var {color_var!r}, not a number; the file is damaged')
+    color_var = float(color_var)
+    if not isinstance(ckpt.get('epoch'), int):
+        raise UserError(f'{source} records no epoch; export checkpoints written by train.py')
+    test = recorded_test(run_dir, method, color_var)
+    if test.get('epoch') != ckpt['epoch']:
+        raise UserError(f'{run_dir}: its test record is of epoch {test.get("epoch")}, its last checkpoint of '
+                        f'epoch {ckpt["epoch"]}; run test.py on it again')
+    buf = io.BytesIO()
+    torch.save(weights_only(ckpt, method), buf)
+    data = buf.getvalue()
+    if len(data) > MAX_BYTES:
+        raise UserError(f'{name}: {len(data)} bytes of weights is more than {MAX_BYTES}; not a network of this '
+                        'repository\'s methods')
+    rec_dir = os.path.join(records_dir, name)
+    if not os.path.isfile(run_folder.file(rec_dir, run_folder.RESULTS)):
+        raise UserError(f'{rec_dir}/results.jsonl does not exist; commit the run\'s records there first')
+    entry = {'sha256': hashlib.sha256(data).hexdigest(), 'bytes': len(data), 'method': method,
+             'color_var': f'{color_var:.3f}', 'seed': opts.get('random_seed'), 'epoch': ckpt['epoch'],
+             'test_acc': test['test_acc'], 'tag': test.get('tag', 'test'), 'gray_view': test.get('gray_view'),
+             'palette': opts.get('palette', colored_mnist.DEFAULT_PALETTE),
+             'records': os.path.relpath(rec_dir, REPO_ROOT), 'source_sha256': sha256_file(source)}
+    return name, data, entry, test
+
+
 def export(run_dirs, out_dir, records_dir, commit, command):
-    """Write ``<run name>.pth`` for each finished run into ``out_dir`` and (re)write its provenance entry."""
+    """Write ``<run name>.pth`` for each finished run into ``out_dir`` and (re)write its provenance entry; every
+    run is checked before the first file is written."""
     prov_path = os.path.join(out_dir, PROVENANCE)
     prov = read_provenance(prov_path) if os.path.exists(prov_path) else {'files': {}}
+    check_entries(prov, prov_path)
+    prepared = [prepare_export(run_dir, records_dir) for run_dir in run_dirs]
     os.makedirs(out_dir, exist_ok=True)
-    for run_dir in run_dirs:
-        run_dir = os.path.abspath(run_dir)
-        name = os.path.basename(run_dir)
-        source = finished(run_dir)
-        ckpt = C.read_checkpoint(source)
-        C.check_fields(ckpt, source)
-        method, color_var = ckpt['options']['method'], float(ckpt['options']['color_var'])
-        test = recorded_test(run_dir, method, color_var)
-        if test.get('epoch') != ckpt['epoch']:
-            raise UserError(f'{run_dir}: its test record is of epoch {test.get("epoch")}, its last checkpoint of '
-                            f'epoch {ckpt["epoch"]}; run test.py on it again')
+    for name, data, entry, test in prepared:
         target = os.path.join(out_dir, name + '.pth')
         with atomic_open(target, 'wb') as fh:
-            torch.save(weights_only(ckpt, method), fh)
-        size = os.path.getsize(target)
-        if size > MAX_BYTES:
-            os.remove(target)
-            raise UserError(f'{name}: {size} bytes of weights is more than {MAX_BYTES}; not a network of this paper')
-        rec_dir = os.path.join(records_dir, name)
-        if not os.path.isfile(run_folder.file(rec_dir, run_folder.RESULTS)):
-            raise UserError(f'{rec_dir}/results.jsonl does not exist; commit the run\'s records there first')
-        prov['files'][name + '.pth'] = {
-            'sha256': sha256_file(target), 'bytes': size, 'method': method, 'color_var': f'{color_var:.3f}',
-            'seed': ckpt['options'].get('random_seed'), 'epoch': ckpt['epoch'], 'test_acc': test['test_acc'],
-            'tag': test.get('tag', 'test'), 'gray_view': test.get('gray_view'),
-            'palette': ckpt['options'].get('palette', colored_mnist.DEFAULT_PALETTE),
-            'records': os.path.relpath(rec_dir, REPO_ROOT), 'source_sha256': sha256_file(source),
-            'commit': commit, 'command': command}
-        print(f'{target}: {size} bytes, {method} sigma^2={color_var:.3f}, recorded test acc {test["test_acc"]:.4f}')
+            fh.write(data)
+        prov['files'][name + '.pth'] = dict(entry, commit=commit, command=command)
+        print(f'{target}: {len(data)} bytes, {entry["method"]} sigma^2={entry["color_var"]}, recorded test acc '
+              f'{test["test_acc"]:.4f}')
     atomic_write_text(prov_path, json.dumps(prov, indent=2, sort_keys=True) + '\n')
     return prov
 
@@ -120,24 +162,77 @@ def read_provenance(path):
     return prov
 
 
+def _number(value, low=None, high=None):
+    """``value`` as a finite float (a number, or for sigma^2 also its '%.3f' text), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        x = float(value)
+    except ValueError:
+        return None
+    if not math.isfinite(x) or (low is not None and x < low) or (high is not None and x > high):
+        return None
+    return x
+
+
+def check_entry(name, entry, path):
+    """One provenance entry as evaluation reads it (sigma^2 as its '%.3f' text); ``UserError`` naming the
+    file, the entry and the field when a field is missing or of the wrong kind."""
+    fix = 'fix that entry, or restore the file with git checkout'
+    if not isinstance(entry, dict):
+        raise UserError(f'{path}: the entry of {name!r} is of type {type(entry).__name__}, not a table of fields; {fix}')
+    if os.path.basename(name) != name or '/' in name or '\\' in name or not name.endswith('.pth') or \
+            name.startswith('.'):
+        raise UserError(f'{path}: the file name {name!r} is not the name of a .pth file in {os.path.dirname(path)} '
+                        f'(no folder, no path separator); {fix}')
+
+    def bad(field, want):
+        return UserError(f'{path}: {name}: {field} is {entry.get(field)!r}, not {want}; {fix}')
+    sha = entry.get('sha256')
+    if not isinstance(sha, str) or len(sha) != 64 or set(sha) - set('0123456789abcdef'):
+        raise bad('sha256', 'a SHA-256 (64 lower-case hex digits)')
+    if not isinstance(entry.get('method'), str) or entry['method'] not in methods.METHODS:
+        raise bad('method', f'a method of this version ({", ".join(methods.method_names())})')
+    color_var = _number(entry.get('color_var'), 0.0)
+    if color_var is None:
+        raise bad('color_var', 'a colour variance such as "0.020"')
+    if _number(entry.get('test_acc'), 0.0, 1.0) is None or isinstance(entry['test_acc'], str):
+        raise bad('test_acc', 'an accuracy (a number in 0..1)')
+    if not isinstance(entry.get('palette'), str) or entry['palette'] not in colored_mnist.PALETTES:
+        raise bad('palette', f'a palette ({", ".join(sorted(colored_mnist.PALETTES))})')
+    if entry.get('gray_view') is not None and entry['gray_view'] not in GRAY_VIEWS:
+        raise bad('gray_view', f'null or a grey view ({", ".join(GRAY_VIEWS)})')
+    for field in ('seed', 'epoch'):
+        value = entry.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise bad(field, 'a whole number')
+    return dict(entry, color_var=records.var_key(color_var))
+
+
+def check_entries(prov, path):
+    """Every entry of ``prov['files']`` checked (:func:`check_entry`) before any file is read."""
+    return {name: check_entry(name, entry, path) for name, entry in prov['files'].items()}
+
+
 def evaluate_shipped(folder, data_dir, device='cpu', generate_missing=True):
-    """One row per shipped file: its accuracy now, next to the one its run recorded."""
-    prov = read_provenance(os.path.join(folder, PROVENANCE))
+    """One row per shipped file: its accuracy now, next to the one its run recorded. Every provenance entry
+    is checked before the first file is read."""
+    prov_path = os.path.join(folder, PROVENANCE)
+    entries = check_entries(read_provenance(prov_path), prov_path)
+    order = records.method_order()
     rows, splits = [], {}
-    for name, entry in sorted(prov['files'].items(), key=lambda kv: (records.method_order().index(kv[1]['method'])
-                                                                     if kv[1]['method'] in records.method_order()
-                                                                     else 99, kv[0])):
+    for name, entry in sorted(entries.items(), key=lambda kv: (order.index(kv[1]['method']), kv[0])):
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             raise UserError(f'{path} is missing; restore it with git checkout -- {path}')
         if sha256_file(path) != entry['sha256']:
             raise UserError(f'{path} does not match the SHA-256 in {PROVENANCE}; it is not the shipped file '
                             f'(restore it with git checkout -- {path})')
-        ckpt = C.read_checkpoint(path)
-        C.check_fields(ckpt, path)
+        ckpt = read_weights(path)
         method = entry['method']
         net, h, config = rebuild(ckpt, path, device, method)
-        gray = methods.get(method).gray
+        cls = methods.get(method)
+        gray = cls.gray
         color_var = float(entry['color_var'])
         view = entry.get('gray_view') or DEFAULT_GRAY_VIEW
         key = (entry['color_var'], entry['palette'], gray, view if gray else None, config['num_bins'])
@@ -147,7 +242,8 @@ def evaluate_shipped(folder, data_dir, device='cpu', generate_missing=True):
             splits[key] = load_splits(data_path, gray=gray, color_var=color_var, num_bins=config['num_bins'],
                                       which=('test',), palette=entry['palette'], gray_view=view)['test']
         split = splits[key]
-        res = evaluate(net, split.to(device), h, num_classes=config['n_class'], mean_index=split.mean_index)
+        res = evaluate(net, split.to(device), h, num_classes=config['n_class'], mean_index=split.mean_index,
+                       bias_label=cls.bias_label)
         rows.append(dict(entry, file=name, acc=res['acc'], conflicting_acc=res['conflicting_acc'],
                          same=res['acc'] == entry['test_acc']))
     return rows

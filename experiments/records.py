@@ -3,6 +3,7 @@ aggregating them over seeds. Which methods exist, in which order, and which are 
 method registry (``methods/registry.py``)."""
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -24,7 +25,8 @@ PAPER_FIG4 = {
             '0.040': 0.9406, '0.045': 0.9555, '0.050': 0.9618},
 }
 
-NUMERIC = ('test_acc', 'monitor_test_acc', 'aligned_acc', 'conflicting_acc', 'probe_color_acc', 'color_acc')
+NUMERIC = ('test_acc', 'monitor_test_acc', 'aligned_acc', 'conflicting_acc', 'probe_color_acc', 'color_acc',
+           'color_var')
 
 
 def published(method, color_var):
@@ -121,6 +123,13 @@ def load_runs(root, tag='test', gray_view=None):
         opts = run_folder.read_options(folder)
         records = run_folder.read_results(folder)
         check_numbers(records, run_folder.file(folder, run_folder.RESULTS))
+        damaged = [(k, opts[k]) for k, kinds in (('method', str), ('color_var', (int, float)))
+                   if opts.get(k) is not None and (not isinstance(opts[k], kinds) or isinstance(opts[k], bool))]
+        for key, value in damaged:
+            print(f'warning: {run_folder.file(folder, run_folder.OPTIONS)}: {key} is {value!r}, not a '
+                  f'{"name" if key == "method" else "number"}; the run is not counted (fix the field)', file=sys.stderr)
+        if damaged:
+            opts = dict(opts, method=None, color_var=None)
         cls = methods.METHODS.get(str(opts.get('method')))
         view = (gray_view or gray_view_of_tag(tag)) if cls is not None and cls.gray else None
         test, stale = current_test(records, opts.get('color_var'), tag, view)
@@ -136,10 +145,12 @@ def load_runs(root, tag='test', gray_view=None):
         fallback = test or (records[-1] if records else {})
         method = opts.get('method') or fallback.get('method')
         color_var = opts.get('color_var', fallback.get('color_var'))
-        if not isinstance(method, (str, type(None))) or isinstance(color_var, bool) or \
+        if damaged:
+            method = color_var = None
+        elif not isinstance(method, (str, type(None))) or isinstance(color_var, bool) or \
                 not isinstance(color_var, (int, float, type(None))):
-            print(f'warning: {folder}: options.json holds method {method!r} and color_var {color_var!r}, not a '
-                  'name and a number; not counted', file=sys.stderr)
+            print(f'warning: {run_folder.file(folder, run_folder.RESULTS)}: its records hold method {method!r} and '
+                  f'color_var {color_var!r}, not a name and a number; the run is not counted', file=sys.stderr)
             method = color_var = None
         if not isinstance(opts.get('random_seed'), (int, type(None))):
             opts = dict(opts, random_seed=str(opts['random_seed']))
@@ -160,7 +171,40 @@ def load_runs(root, tag='test', gray_view=None):
     if not runs:
         raise UserError(f'no runs under {root} (looked for folders holding results.jsonl and options.json)')
     runs.sort(key=lambda r: r['name'])
+    for run in runs:
+        run['start_epoch'] = start_epoch(run, runs)
     return runs
+
+
+def trained_epochs(run):
+    """The epochs a run trained: those of its evaluated checkpoint, else its last per-epoch record; None when
+    neither says."""
+    epoch = (run.get('test') or {}).get('epoch')
+    if isinstance(epoch, int) and not isinstance(epoch, bool):
+        return epoch
+    return max(run['epochs'], default=None)
+
+
+def start_epoch(run, runs, seen=()):
+    """The epochs of training behind a run's first epoch: 0 from scratch; for a run started from another run's
+    checkpoint (``--use_pretrain``), that checkpoint's epoch (its ``checkpoint_epoch_EEEE.pth`` name, else the
+    base run's trained epochs, the base found by its folder name among ``runs``) plus the base's own start;
+    None when the start cannot be told (a file from elsewhere, e.g. pretrained/)."""
+    opts = run['options']
+    if not opts.get('use_pretrain'):
+        return 0
+    ckpt = opts.get('checkpoint')
+    if not isinstance(ckpt, str):
+        return None
+    folder = os.path.basename(os.path.dirname(ckpt.replace('\\', '/')))
+    base = next((r for r in runs if os.path.basename(r['path']) == folder and r is not run
+                 and r['path'] not in seen), None)
+    match = re.fullmatch(r'checkpoint_epoch_(\d+)\.pth', os.path.basename(ckpt))
+    epochs = int(match.group(1)) if match else (trained_epochs(base) if base is not None else None)
+    if epochs is None:
+        return None
+    before = start_epoch(base, runs, seen + (run['path'],)) if base is not None else 0
+    return None if before is None else before + epochs
 
 
 def seed_order(run):
@@ -213,10 +257,27 @@ def aggregate(runs):
             'conflicting_mean': mean_of(tests, 'conflicting_acc')[0],
             'probe_color_acc': probe, 'probe_n': probe_n,
             'color_acc': color, 'color_n': color_n,
+            'epochs': [trained_epochs(r) for r in group],
+            'recipe_epochs': recipe_epochs(key[0]),
         }
     return {'methods': order + extra,
             'color_vars': sorted({cv for _, cv in groups}, key=float),
             'cells': cells, 'incomplete': incomplete, 'unknown': unknown}
+
+
+def recipe_epochs(method):
+    """The epochs of a run of ``method`` in its recipe (train.py's default ``--max_step`` for it: the paper's 100
+    for its four methods)."""
+    from option import method_default
+    return method_default(method, 'max_step')
+
+
+def short_epochs(cell):
+    """``(fewest, most)`` epochs of a cell's runs when a run trained fewer than its method's recipe, else None."""
+    known = [e for e in cell.get('epochs', ()) if e is not None]
+    if not known or min(known) >= cell['recipe_epochs']:
+        return None
+    return min(known), max(known)
 
 
 def duplicate_seeds(agg):
@@ -300,15 +361,16 @@ def training_time(runs):
 
 
 def curves(runs):
-    """{sigma^2: [(method, [(epoch, acc), ...]), ...]} of the runs that monitored their test accuracy,
-    in method then seed order (the input of :func:`figures.plot_curves`)."""
+    """{sigma^2: [(method, [(epoch, acc), ...], start), ...]} of the runs that monitored their test accuracy,
+    in method then seed order (the input of :func:`figures.plot_curves`); ``start`` is :func:`start_epoch` (the
+    epochs behind the run's first one; None when unknown)."""
     series = {}
     for run in sorted(runs, key=run_order):
         if run['method'] is None or run['color_var'] is None:
             continue
         points = monitored(run)
         if points:
-            series.setdefault(run['color_var'], []).append((run['method'], points))
+            series.setdefault(run['color_var'], []).append((run['method'], points, run.get('start_epoch', 0)))
     return series
 
 

@@ -30,8 +30,19 @@ def accuracy_cell(cell, paper, reported=None):
     if cell is None:
         return DASH + paper_txt
     if cell['n'] > 1:
-        return f'{cell["mean"]:.4f} ± {cell["std"]:.4f} ({cell["n"]}){paper_txt}'
-    return f'{cell["mean"]:.4f} ({cell["n"]}){paper_txt}'
+        return f'{cell["mean"]:.4f} ± {cell["std"]:.4f} ({cell["n"]}){paper_txt}{epochs_mark(cell)}'
+    return f'{cell["mean"]:.4f} ({cell["n"]}){paper_txt}{epochs_mark(cell)}'
+
+
+def epochs_mark(cell, form=' ({})'):
+    """``form`` filled with 'N epochs of M' for a cell whose runs trained fewer epochs than their method's recipe
+    (M), else ''."""
+    short = records.short_epochs(cell)
+    if short is None:
+        return ''
+    low, high = short
+    count = f'{low}' if low == high else f'{low}–{high}'
+    return form.format(f'{count} epoch{"s" if high != 1 else ""} of {cell["recipe_epochs"]}')
 
 
 def tables(agg):
@@ -71,6 +82,9 @@ def tables(agg):
 
 def notes(agg):
     lines = []
+    if any(records.short_epochs(cell) for cell in agg['cells'].values()):
+        lines.append('Cells marked (N epochs of M): their runs trained N epochs, fewer than the M of their method\'s '
+                     'recipe (the paper trains 100); their numbers are not comparable with the paper\'s.')
     if agg['incomplete']:
         lines.append('Incomplete runs (no test record, not counted): ' + ', '.join(agg['incomplete']))
     if agg['unknown']:
@@ -99,7 +113,9 @@ def heading(agg):
     seeds = max((c['n'] for c in agg['cells'].values()), default=0)
     n = f'{seeds} seed{"s" if seeds != 1 else ""}' + (' at most' if len({c['n'] for c in agg['cells'].values()}) > 1 else '')
     if len(cvs) >= 7:
-        return f'Colored-MNIST, Fig. 4 of Kim et al. (CVPR 2019): {len(cvs)} variances, {n}'
+        run = len({cv for _, cv in agg['cells']})
+        done = f'{len(cvs)} variances' if run == len(cvs) else f'{run} of its {len(cvs)} variances run so far'
+        return f'Colored-MNIST, Fig. 4 of Kim et al. (CVPR 2019): {done}, {n}'
     return f'Colored-MNIST, σ² = {", ".join(cvs)} ({len(cvs)} of the 7 variances of Fig. 4 in Kim et al., CVPR 2019), {n}'
 
 
@@ -135,6 +151,66 @@ def shown_argv(argv):
     return shlex.join(without_options(argv, ('--command', '--budget')))
 
 
+YARDSTICK_VAR = '0.020'  # the variance whose spread between seeds judges a one-seed cell
+
+
+def standing(agg, m, cv):
+    """Where one cell stands against the paper, in a few words: within two standard deviations (n >= 2), or its
+    gap; a one-seed cell's gap is set against the spread between seeds this method showed at sigma^2 = 0.020
+    (the only variance with three seeds at first); '' for a cell the paper has no number for."""
+    paper = PAPER_FIG4.get(m, {}).get(cv)
+    cell = agg['cells'].get((m, cv))
+    if paper is None:
+        return ''
+    if cell is None:
+        return 'not run yet'
+    gap = cell['mean'] - paper
+    mark = epochs_mark(cell, '; {}')
+    if cell['n'] >= 2:
+        if abs(gap) <= 2 * cell['std']:
+            return f'within 2 std ({gap:+.4f}, std {cell["std"]:.4f}){mark}'
+        return f'{"above" if gap > 0 else "below"} by {abs(gap):.4f} = {abs(gap) / max(cell["std"], 1e-12):.1f} std{mark}'
+    ref = agg['cells'].get((m, YARDSTICK_VAR))
+    if ref is None or ref['n'] < 2 or cv == YARDSTICK_VAR:
+        return f'{gap:+.4f}, one seed: no spread to judge it by{mark}'
+    verdict = 'within' if abs(gap) <= 2 * ref['std'] else 'beyond'
+    return f'{gap:+.4f}, one seed: {verdict} 2 std of the spread at σ² = {YARDSTICK_VAR} ({ref["std"]:.4f}){mark}'
+
+
+def standing_table(agg):
+    """The paper's methods x the variances: where each cell stands (:func:`standing`)."""
+    cvs = agg['color_vars']
+    rows = [[display_name(m)] + [standing(agg, m, cv) or DASH for cv in cvs]
+            for m in agg['methods'] if m in PAPER_FIG4]
+    return markdown_table(['method'] + cvs, rows) if rows else ''
+
+
+def brief_body(agg, pngs, readme, details, budget=None, command=None, argv_shown=''):
+    """The README's short results section: budget and command, the Fig. 4 table, where each cell stands, the
+    accuracy figure, and a link to ``details`` (the full report: every table, curve and run)."""
+    out = []
+    if budget:
+        out += [f'Budget: {budget}.', '']
+    if command:
+        out += ['Produced by:', '', '```', command, f'python -m experiments.collect_results {argv_shown}', '```', '']
+    title, header, rows = tables(agg)[0]
+    out += [f'**{heading(agg)}.** {title}:', '', markdown_table(header, rows), '']
+    base = os.path.dirname(os.path.abspath(readme))
+    for path in pngs[:1]:
+        rel = os.path.relpath(os.path.abspath(path), base).replace(os.sep, '/')
+        out += [f'![{os.path.basename(path)}]({rel})', '']
+    table = standing_table(agg)
+    if table:
+        out += ['Where each cell stands against the paper (n ≥ 2: within two standard deviations of it or not; one '
+                f'seed: its gap against the spread between seeds the method showed at σ² = {YARDSTICK_VAR}):', '',
+                table, '']
+    out += notes(agg)
+    rel = os.path.relpath(os.path.abspath(details), base).replace(os.sep, '/')
+    out += ['', f'Every table (colour information, aligned / conflicting digits), the curves, the confusion matrices, '
+                f'each run\'s last epochs and the recorded training time: [{os.path.basename(details)}]({rel}).']
+    return '\n'.join(out).rstrip() + '\n'
+
+
 def readme_body(agg, runs, pngs, readme, budget=None, command=None, argv_shown=''):
     """The README's results section: budget and command, the tables, the figures, the gaps to the paper
     and the last-epoch change of every curve, all from the runs."""
@@ -152,7 +228,8 @@ def readme_body(agg, runs, pngs, readme, budget=None, command=None, argv_shown='
     gaps = shortfalls(agg)
     if gaps:
         out.append('More than 3 points below the paper: ' + ', '.join(
-            f'{display_name(m)} at σ² = {cv} ({mean:.4f} vs {paper:.4f})' for m, cv, mean, paper in gaps) + '.')
+            f'{display_name(m)} at σ² = {cv} ({mean:.4f} vs {paper:.4f}{epochs_mark(agg["cells"][(m, cv)], "; {}")})'
+            for m, cv, mean, paper in gaps) + '.')
     else:
         out.append('No cell is more than 3 points below the paper.')
     beyond = [(m, cv, cell['mean'], cell['published'][0]) for (m, cv), cell in sorted(agg['cells'].items())

@@ -114,7 +114,9 @@ class Method:
 
     def begin_epoch(self, epoch, data, resumed):
         """Called before each epoch's batches (``resumed``: the epoch continues from a checkpoint taken inside
-        it). ``data`` draws what extra passes need (see :class:`trainer.EpochData`). Nothing by default."""
+        its batches). ``data`` draws what extra passes need (see :class:`trainer.EpochData`); a run stopped inside
+        those passes resumes with ``resumed`` false, and ``data.batches()`` continues the passes where they
+        stopped. Nothing by default."""
 
     def _sgd(self, params):
         return torch.optim.SGD(params, lr=self.opt.lr, momentum=self.opt.momentum,

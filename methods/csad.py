@@ -11,7 +11,8 @@ the floor of the mean of the 14x14 bin map over its stroke positions (:func:`ima
   three colour cross-entropies [``loss_color``] (their pretrain; the CSAD step below uses the mean).
 * ``csad``: from the ``csad_base`` run (f, D_c, c, D_b, b; M starts fresh), Adam at 5e-5, x0.1 after 3
   epochs, 5 epochs. Before the first epoch, ``--csad_mi_passes`` (2) passes over the training set train M
-  alone on detached features. Per mini-batch:
+  alone on detached features (a signal stops them after the batch in hand, and ``--resume`` continues them
+  where they stopped: :class:`trainer.EpochData`). Per mini-batch:
 
   1. f, D_c, c step on the digit cross-entropy [``loss_cls``];
   2. ``--csad_bias_steps`` (10) steps of D_b, b on the features of step 1's forward (f before its update),

@@ -8,7 +8,7 @@ command-line options, the sweep's order and learning rates, test.py's choice of 
 import contextlib
 import dataclasses
 
-from utils import nonneg_float, resolve_precision
+from utils import nonneg_float, resolve_arithmetic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Card:
 # method's own constants (its HyperParameter options) are run-defining for its runs.
 RUN_DEFINING = ('method', 'color_var', 'batch_size', 'num_bins', 'feat_ch', 'n_class', 'val_size', 'random_seed',
                 'momentum', 'weight_decay', 'lr', 'lr_decay_rate', 'lr_decay_period', 'data_seed', 'palette',
-                'amp', 'precision', 'channels_last', 'compile', 'dry_run', 'deterministic')
+                'amp', 'precision', 'tf32', 'channels_last', 'compile', 'dry_run', 'deterministic')
 
 
 METHODS = {}
@@ -90,7 +90,7 @@ def get(name):
 
 
 def build_method(opt, device):
-    resolve_precision(opt, device)
+    resolve_arithmetic(opt, device)
     return get(opt.method)(opt, device)
 
 

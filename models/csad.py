@@ -71,6 +71,12 @@ class CSADNet(nn.Module):
         return feat, self.g(feat)
 
 
+def masked_exp_sum(x, mask):
+    """``exp(x[mask]).sum()`` without indexing by a mask, which waits for the device to count the selected
+    entries: the others enter the sum as exp(-inf) = 0, with a zero gradient."""
+    return torch.exp(torch.where(mask, x, torch.full_like(x, float('-inf')))).sum()
+
+
 class CrossSampleMI(nn.Module):
     """Their MI estimator: two MLPs (128->128->64->64, LeakyReLU between, L2-normalised) embed the content and
     the bias features of a batch; ``forward`` returns the loss the estimator minimises (f maximises it).
@@ -105,7 +111,9 @@ class CrossSampleMI(nn.Module):
     def propagate(self, graph):
         c = self.restart
         eye = torch.eye(len(graph), dtype=graph.dtype, device=graph.device)
-        p = (1 - c) * torch.inverse(eye - c * graph)
+        # inv_ex: the same inverse without the singularity check that waits for the device (I - c S is
+        # strictly diagonally dominant for a row-stochastic S and c < 1, hence invertible)
+        p = (1 - c) * torch.linalg.inv_ex(eye - c * graph)[0]
         p = (p + p.t()) / 2
         return p / p.sum(dim=1, keepdim=True)
 
@@ -125,8 +133,8 @@ class CrossSampleMI(nn.Module):
         positive = diff.square().sum(dim=2) < 4
         s = structural + cross
         wp, wn = self.alpha_pos, self.alpha_neg
-        return (torch.log(1 + torch.sum(torch.exp(-wp * s[positive]))) / wp
-                + torch.log(1 + torch.sum(torch.exp(wn * s[~positive]))) / wn).squeeze(0)
+        return (torch.log(1 + masked_exp_sum(-wp * s, positive)) / wp
+                + torch.log(1 + masked_exp_sum(wn * s, ~positive)) / wn).squeeze(0)
 
 
 class CSADBias(nn.Module):

@@ -259,3 +259,37 @@ def test_methods_leave_the_other_runs_out_of_every_table(tmp_path):
     text = readme.read_text(encoding='utf-8')
     assert 'lnl_var0.020_seed1' in text and 'gray_var0.020_seed1' in text
     assert 'baseline' not in text.lower()
+
+
+def test_brief_section_shows_every_column_and_where_each_cell_stands(runs_dir, tmp_path):
+    """--columns adds the variances without runs (a dash beside the paper's number); --brief writes the short
+    section (the table, where each cell stands, the plot) and the full report it links to."""
+    readme = tmp_path / 'README.md'
+    readme.write_text('<!-- results:begin -->\n<!-- results:end -->\n', encoding='utf-8')
+    res = run_script(runs_dir, '--readme', readme, '--out_prefix', tmp_path / 'docs' / 'fig4', '--brief',
+                     '--columns', '0.020', '0.035', '0.050', '--budget', 'CPU, 3 epochs')
+    assert res.returncode == 0, res.stderr
+    body = readme.read_text(encoding='utf-8')
+    assert '| method | 0.020 | 0.035 | 0.050 |' in body and '— [paper 0.6626]' in body
+    assert 'Monitored test accuracy' not in body  # the per-run table is in the full report only
+    report_md = (tmp_path / 'docs' / 'fig4_report.md').read_text(encoding='utf-8')
+    assert 'Monitored test accuracy' in report_md and '[fig4_report.md](docs/fig4_report.md)' in body
+    with open(tmp_path / 'docs' / 'fig4.csv', newline='', encoding='utf-8') as fh:
+        rows = {(r['method'], r['color_var']): r for r in csv.DictReader(fh)}
+    table = body.split('Where each cell stands')[1]
+    lnl = next(ln for ln in table.splitlines() if ln.startswith('| LNL |')).split(' | ')
+    r = rows[('lnl', '0.020')]
+    gap = float(r['mean']) - float(r['paper'])
+    within = abs(gap) <= 2 * float(r['std'])
+    assert lnl[1].startswith('within 2 std' if within else ('above' if gap > 0 else 'below')), lnl
+    assert lnl[2] == 'not run yet'
+
+
+def test_a_one_seed_cell_is_judged_by_the_spread_at_0020():
+    cell = {'n': 1, 'mean': 0.70, 'std': None, 'recipe_epochs': None}
+    agg = {'cells': {('lnl', '0.020'): {'n': 3, 'mean': 0.82, 'std': 0.02}, ('lnl', '0.035'): cell},
+           'color_vars': ['0.020', '0.035'], 'methods': ['lnl']}
+    text = report.standing(agg, 'lnl', '0.035')  # paper 0.9306: 0.23 below, far beyond 2 x 0.02
+    assert text.startswith('-0.2306, one seed: beyond 2 std of the spread at σ² = 0.020 (0.0200)'), text
+    cell['mean'] = 0.92
+    assert 'within 2 std' in report.standing(agg, 'lnl', '0.035')

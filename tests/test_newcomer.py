@@ -199,3 +199,16 @@ def test_test_py_never_overwrites_the_training_events(smoke, tmp_path, monkeypat
     acc = EventAccumulator(str(run))
     acc.Reload()
     assert {'train/loss_cls', 'test/acc'} <= set(acc.Tags()['scalars']), acc.Tags()['scalars']
+
+
+def test_a_dry_run_confusion_figure_carries_the_smoke_mark(small_data_dir, tmp_path):
+    """test.py's per-run confusion figure of a --dry_run checkpoint has the smoke band above it (taller than a
+    real run's, whose size is the figure's own: 5 inches at 120 dpi)."""
+    import matplotlib.image as mpimg
+    from conftest import train_args
+    runs = tmp_path / 'runs'
+    args = train_args(small_data_dir, runs, "r", "--method", "baseline", "--dry_run", "--max_step", 1)
+    assert run_py(args).returncode == 0
+    assert run_py(['test.py', '-e', 'r', '--save_dir', runs, '--data_dir', small_data_dir]).returncode == 0
+    height = mpimg.imread(str(runs / 'r' / 'confusion_test.png')).shape[0]
+    assert height > 5 * 120 + 20

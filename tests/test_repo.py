@@ -19,18 +19,53 @@ def _dockerfile_instructions():
     return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith('#')]
 
 
-def test_base_image_is_pinned_and_cuda_enabled():
+def test_base_image_is_pinned_and_sets_no_cuda_requirement():
+    """A plain Python base: the torch wheel brings the CUDA runtime, and no NVIDIA_REQUIRE_CUDA makes the
+    container refuse to start on a driver older than a CUDA base image's."""
     froms = [i for i in _dockerfile_instructions() if i.upper().startswith('FROM ')]
     assert len(froms) == 1
     image = froms[0].split()[1]
     name, _, tag = image.partition(':')
-    assert 'cuda' in name or 'pytorch' in name, image
-    assert tag and tag != 'latest' and re.search(r'\d+\.\d+\.\d+', tag), f'{image}: pin an exact version tag'
+    assert name == 'python' and re.match(r'3\.\d+\.\d+-', tag), f'{image}: pin an exact Python image'
+    assert not any('NVIDIA_REQUIRE_CUDA' in i for i in _dockerfile_instructions())
+
+
+def _install_step():
+    runs = [i[len('RUN '):] for i in _dockerfile_instructions() if i.startswith('RUN ') and 'pip install' in i]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+@pytest.mark.parametrize('torch_arg', ['', 'torch==2.14.1+cu126 torchvision==0.29.1+cu126'])
+def test_the_image_install_step_installs_the_requirements(tmp_path, torch_arg):
+    """The Dockerfile's pip step, run by a shell with a stand-in pip that logs what it is asked to install:
+    the pinned requirements by default; with --build-arg TORCH, that torch and the other requirements
+    (not the pinned torch as well)."""
+    work = tmp_path / 'workspace'
+    work.mkdir()
+    (work / 'requirements.txt').write_text(_read('requirements.txt'))
+    bindir = tmp_path / 'bin'
+    bindir.mkdir()
+    log = tmp_path / 'pip.log'
+    (bindir / 'pip').write_text(f'#!/bin/sh\necho "$@" >> {log}\n'
+                                f'if [ "$1 $2" = "install -r" ]; then cat "$3" >> {log}; fi\n')
+    (bindir / 'pip').chmod(0o755)
+    step = _install_step().replace('/tmp/rest.txt', str(tmp_path / 'rest.txt'))
+    env = dict(os.environ, PATH=f'{bindir}:{os.environ["PATH"]}', TORCH=torch_arg)
+    proc = subprocess.run(['sh', '-c', step], cwd=work, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = log.read_text().splitlines()
+    pinned = [ln for ln in _read('requirements.txt').split() if ln.startswith('torch')]
+    if torch_arg:
+        assert lines[0] == f'install {torch_arg}'
+        assert not any(ln in pinned for ln in lines)
+        assert 'numpy>=1.24' in lines and 'tqdm>=4.60' in lines
+    else:
+        assert lines[0] == 'install -r requirements.txt' and all(p in lines for p in pinned)
 
 
 def test_requirements_installed_and_code_copied():
     ins = _dockerfile_instructions()
-    assert any(i.startswith('RUN') and 'pip install -r requirements.txt' in i for i in ins)
     assert any(i.startswith('COPY') and 'requirements.txt' in i for i in ins)
     assert any(re.match(r'COPY \. \.?', i) for i in ins)
     workdir = [i.split()[1] for i in ins if i.startswith('WORKDIR')]

@@ -15,9 +15,10 @@ from utils.errors import UserError, run_main  # noqa: E402
 from utils.files import (append_line, atomic_open, atomic_path, atomic_write_text, fsync_dir,  # noqa: E402
                          open_fd_no_follow, open_no_follow, read_jsonl, refuse_links, sha256_file)
 from utils.locks import RunLock  # noqa: E402
-from utils.cli import (Parser, existing_or_new_folder, nonneg_float, nonneg_int, number, positive_float,  # noqa: E402
+from utils.cli import (Parser, add_data_dir, add_device, add_no_generate, add_precision, add_save_dir,
+                       add_trust_checkpoint, existing_or_new_folder, nonneg_float, nonneg_int, number, positive_float,  # noqa: E402
                        positive_int, run_name, seed_number, thread_count, usable_cores)
 from utils.tables import format_table, markdown_table  # noqa: E402
 from utils.readme import replace_readme_section, without_options  # noqa: E402
-from utils.runtime import (NATIVE_BF16_CPU_FLAGS, cpu_features, native_bf16, resolve_device,  # noqa: E402
-                           resolve_precision, seed_everything)
+from utils.runtime import (NATIVE_BF16_CPU_FLAGS, cpu_features, environment, native_bf16, resolve_arithmetic,  # noqa: E402
+                           resolve_device, resolve_precision, seed_everything, set_tf32)

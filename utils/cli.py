@@ -118,3 +118,37 @@ positive_float = number(float, 0.0)
 nonneg_float = number(float, 0.0, low_open=False)
 positive_int = number(int, 0)
 nonneg_int = number(int, 0, low_open=False)
+
+
+# -- options several entry points share, declared once ------------------------------------------------
+
+def add_data_dir(parser, help='folder of the data files, generated there when missing (default: data/ in this '
+                              'repository, whatever the working folder)'):
+    from utils import DATA_DIR
+    parser.add_argument('--data_dir', default=DATA_DIR, type=existing_or_new_folder, help=help)
+
+
+def add_no_generate(parser):
+    parser.add_argument('--no_generate', action='store_true', help='fail instead of generating a missing data file')
+
+
+def add_save_dir(parser):
+    from utils import RUNS_DIR
+    parser.add_argument('--save_dir', default=RUNS_DIR, type=existing_or_new_folder,
+                        help='parent folder of run folders (default: runs/ in this repository, whatever the working '
+                             'folder)')
+
+
+def add_device(parser, default='auto', help='auto (cuda when available), cpu, cuda or cuda:N'):
+    parser.add_argument('--device', default=default, help=help)
+
+
+def add_trust_checkpoint(parser):
+    parser.add_argument('--trust_checkpoint', action='store_true',
+                        help='load a --checkpoint that holds more than tensors and plain values with full unpickling '
+                             '(runs any code in the file: only for files you trust)')
+
+
+def add_precision(parser, default='auto', help='train.py --precision: fp32, bf16 (bfloat16 autocast) or auto (bf16 '
+                                               'where the device computes it natively, fp32 elsewhere)'):
+    parser.add_argument('--precision', choices=('fp32', 'bf16', 'auto'), default=default, help=help)

@@ -68,10 +68,11 @@ def draw_confusion(ax, confusion, title, colors):
     ax.set_title(title, fontsize=10)
 
 
-def confusion_png(confusion, path, title, mean_colors):
-    """One run's confusion matrix (test.py), the class mean colours (RGB bytes) along both axes."""
+def confusion_png(confusion, path, title, mean_colors, banner=None):
+    """One run's confusion matrix (test.py), the class mean colours (RGB bytes) along both axes; ``banner``
+    above it (a smoke run's mark)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 5))
     draw_confusion(ax, confusion, title, np.asarray(mean_colors) / 255.0)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(fig, path, banner)
