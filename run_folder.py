@@ -13,7 +13,8 @@
         sweep.log                          the output of the sweep's steps for this run
         confusion_*.png                    test.py's confusion matrices
 
-A run is *finished* when its ``done`` marker names a checkpoint of the folder and no process holds the folder.
+A run is *finished* when its ``done`` marker names a checkpoint of the folder of the run's last epoch (its options'
+``max_step``) and no process holds the folder.
 """
 import glob
 import os
@@ -91,14 +92,25 @@ def newest_checkpoint(run_dir):
 
 def finished_checkpoint(run_dir):
     """The checkpoint a finished run ended with (its ``done`` marker names it), or None when the run is not
-    finished: no marker (failed, killed, still training) or a process holds its folder."""
+    finished: no marker (failed, killed, still training), a process holds its folder, or the checkpoint the
+    marker names is not of the run's last epoch (its epoch is not the ``max_step`` of the run's options.json:
+    a marker edited to name an older checkpoint, or a run since resumed for more epochs)."""
     marker = file(run_dir, DONE)
     if RunLock.holder(run_dir) is not None or not os.path.isfile(marker) or os.path.islink(marker):
         return None
     with open(marker, encoding='utf-8', errors='replace') as fh:
         name = os.path.basename(fh.read().strip())  # a file of the run folder
     path = file(run_dir, name)
-    return path if name.startswith('checkpoint_') and os.path.isfile(path) and not os.path.islink(path) else None
+    if not name.startswith('checkpoint_') or not os.path.isfile(path) or os.path.islink(path):
+        return None
+    last = read_options(run_dir).get('max_step')
+    if not isinstance(last, int) or isinstance(last, bool):
+        return None
+    try:
+        epoch = C.read_checkpoint(path).get('epoch')  # weights_only: a file cannot run code while it loads
+    except C.UserError:
+        return None
+    return path if epoch == last else None
 
 
 def state(run_dir):

@@ -108,10 +108,20 @@ def test_channel_moments_and_add_image():
 
 
 def test_authors_initialisation():
+    """Every conv weight ~ N(0, 2 / (k*k*C_out)) (not PyTorch's uniform default), and reset_parameters puts
+    BatchNorm back to weight 1, bias 0 (checked after moving them away from it, so PyTorch's own defaults at
+    construction cannot pass for the init)."""
     torch.manual_seed(0)
     net = ConvNet()
-    w = net.conv3.weight
-    assert abs(w.std().item() - (2 / (9 * 64)) ** 0.5) < 0.1 * (2 / (9 * 64)) ** 0.5
+    for conv in (net.conv1, net.conv2, net.conv3, net.conv4):
+        k, c_out = conv.kernel_size[0], conv.out_channels
+        expected = (2 / (k * k * c_out)) ** 0.5
+        assert abs(conv.weight.std().item() - expected) < 0.1 * expected, conv
+        assert conv.weight.abs().max() > 3 ** 0.5 * expected  # beyond a uniform's bound: a normal draw
+    with torch.no_grad():
+        net.bn0.weight.fill_(5.0)
+        net.bn0.bias.fill_(3.0)
+    net.reset_parameters()
     assert torch.equal(net.bn0.weight, torch.ones(3)) and torch.equal(net.bn0.bias, torch.zeros(3))
 
 

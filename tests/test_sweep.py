@@ -6,6 +6,7 @@ import pytest
 
 from conftest import assert_user_error, run_py
 from experiments import sweep
+from experiments.sweep import cli, devices, launchers, runner
 
 
 def _sweep(small_data_dir, out, launcher, *extra, methods=('baseline', 'lnl')):
@@ -49,23 +50,70 @@ def test_submitit_local_executor(small_data_dir, tmp_path):
     assert os.path.isdir(out / '_submitit')
 
 
-def test_multi_gpu_launcher_assigns_one_device_per_run(small_data_dir, tmp_path, monkeypatch):
-    seen = []
+def _concurrency(first_wave):
+    """A stand-in for ``execute`` that records, for every run, the runs running with it and their
+    CUDA_VISIBLE_DEVICES. The first ``first_wave`` runs wait for each other (a barrier: they run at once, or
+    the barrier breaks and they fail), so that runs overlap as much as the launcher lets them; no sleep."""
+    import threading
+    lock, running, seen = threading.Lock(), {}, []
+    barrier, calls = threading.Barrier(first_wave, timeout=60), [0]
 
     def fake_execute(spec, env=None, **kwargs):
-        seen.append((spec['name'], env['CUDA_VISIBLE_DEVICES']))
+        with lock:
+            calls[0] += 1
+            wave = calls[0] <= first_wave
+            device = (env or {}).get('CUDA_VISIBLE_DEVICES')
+            running[spec['name']] = device
+            seen.append({'name': spec['name'], 'device': device, 'with': dict(running), 'train': spec['train']})
+        try:
+            if wave:
+                barrier.wait()
+        finally:
+            with lock:
+                del running[spec['name']]
         return 'finished'
-    monkeypatch.setattr(sweep, 'execute', fake_execute)
-    monkeypatch.setattr(sweep, 'visible_gpus', lambda: ['0', '1'])
+    return fake_execute, seen
+
+
+def test_multi_gpu_launcher_assigns_one_device_per_run(tmp_path, monkeypatch):
+    fake_execute, seen = _concurrency(first_wave=2)
+    monkeypatch.setattr(runner, 'execute', fake_execute)
+    monkeypatch.setattr(devices, 'visible_gpus', lambda: ['0', '1'])
     monkeypatch.setattr('dataset.colored_mnist.ensure', lambda *a, **k: None)
     res = sweep.main(['--color_vars', '0.020', '0.030', '--seeds', '1', '2', '--out', str(tmp_path / 's'),
                       '--launcher', 'multi_gpu'])
-    assert len(res) == 16 and {gpu for _, gpu in seen} <= {'0', '1'}
-    names = [n for n, _ in seen]
+    assert len(res) == 16 and set(res.values()) == {'finished'}, res
+    # two runs at once (the first two met at the barrier), never two on one GPU, and both GPUs used
+    assert max(len(s['with']) for s in seen) == 2
+    for s in seen:
+        assert sorted(s['with'].values()) == sorted(set(s['with'].values())), s['with']
+    assert {s['device'] for s in seen} == {'0', '1'}
+    names = [s['name'] for s in seen]
     # every LNL and BlindEye run starts after the baseline it starts from
     for name in names:
         if name.startswith(('lnl', 'blindeye')):
             assert names.index('baseline' + name[name.index('_var'):]) < names.index(name)
+
+
+def test_local_runs_at_once_gives_each_slot_its_own_gpu(tmp_path, monkeypatch):
+    """On a machine with GPUs, --runs_at_once K deals them round-robin to the K slots; without, the runs'
+    environment is left alone."""
+    monkeypatch.setattr(cli, 'usable_cores', lambda: 4)
+    monkeypatch.setattr(launchers, 'usable_cores', lambda: 4)
+    monkeypatch.setattr('dataset.colored_mnist.ensure', lambda *a, **k: None)
+    argv = ['--color_vars', '0.020', '--methods', 'baseline', 'gray', '--seeds', '1', '2', '3']
+    for gpus, k, used in ((['3', '5'], 2, {'3', '5'}), (['3', '5'], 4, {'3', '5'}), ([], 2, {None})):
+        fake_execute, seen = _concurrency(first_wave=k)
+        monkeypatch.setattr(runner, 'execute', fake_execute)
+        monkeypatch.setattr(devices, 'visible_gpus', lambda gpus=gpus: gpus)
+        res = sweep.main(argv + ['--out', str(tmp_path / f's{k}{len(gpus)}'), '--runs_at_once', str(k)])
+        assert set(res.values()) == {'finished'} and len(res) == 6, res
+        assert {s['device'] for s in seen} == used and max(len(s['with']) for s in seen) == k
+        if gpus and k == len(gpus):  # as many slots as GPUs: no two runs at once on one GPU
+            for s in seen:
+                assert sorted(s['with'].values()) == sorted(set(s['with'].values())), s['with']
+        if gpus and k > len(gpus):  # more slots than GPUs: the GPUs are shared evenly
+            assert sorted(s['device'] for s in seen[:k]) == sorted(gpus * (k // len(gpus)))
 
 
 def test_sweep_needs_baseline_for_pretrained_methods(tmp_path):
@@ -80,7 +128,7 @@ def test_unlearn_max_step_sets_the_epochs_of_the_runs_from_a_baseline(tmp_path, 
     def fake_execute(spec, **kwargs):
         seen[spec['method']] = get_option(spec['train'])
         return 'finished'
-    monkeypatch.setattr(sweep, 'execute', fake_execute)
+    monkeypatch.setattr(runner, 'execute', fake_execute)
     monkeypatch.setattr('dataset.colored_mnist.ensure', lambda *a, **k: None)
     sweep.main(['--color_vars', '0.020', '--seeds', '1', '--out', str(tmp_path / 's'), '--unlearn_max_step', '12',
                 '--', '--max_step', '20', '--lr_decay_period', '15'])
@@ -91,59 +139,64 @@ def test_unlearn_max_step_sets_the_epochs_of_the_runs_from_a_baseline(tmp_path, 
 
 @pytest.mark.parametrize('k', [1, 2])
 def test_runs_at_once_runs_k_at_a_time_with_the_cores_split(tmp_path, monkeypatch, k):
-    import threading
-    import time
-    if sweep.usable_cores() < 2:
-        pytest.skip('needs two cores')
-    lock, running, seen = threading.Lock(), [0], []
-
-    def fake_execute(spec, env=None, **kwargs):
-        with lock:
-            running[0] += 1
-            seen.append((spec['name'], running[0], spec['train'][spec['train'].index('--threads') + 1]
-                         if '--threads' in spec['train'] else None))
-        time.sleep(0.3)
-        with lock:
-            running[0] -= 1
-        return 'finished'
-    monkeypatch.setattr(sweep, 'execute', fake_execute)
+    fake_execute, seen = _concurrency(first_wave=k)
+    monkeypatch.setattr(runner, 'execute', fake_execute)
+    monkeypatch.setattr(cli, 'usable_cores', lambda: 2)
+    monkeypatch.setattr(launchers, 'usable_cores', lambda: 2)
+    monkeypatch.setattr(devices, 'visible_gpus', lambda: [])
     monkeypatch.setattr('dataset.colored_mnist.ensure', lambda *a, **k: None)
+    slots, launch_slots = [], launchers.launch_slots
+
+    def recording_launch_slots(phases, bar, args, given):
+        slots.append(given)
+        return launch_slots(phases, bar, args, given)
+    monkeypatch.setattr(launchers, 'launch_slots', recording_launch_slots)
     res = sweep.main(['--color_vars', '0.020', '--methods', 'baseline', 'lnl', '--seeds', '1', '2', '3', '4',
                       '--out', str(tmp_path / 's'), '--runs_at_once', str(k)])
-    assert len(res) == 8
-    assert max(n for _, n, _ in seen) == k  # k runs at once, never more
-    assert {t for _, _, t in seen} == ({None} if k == 1 else {str(sweep.usable_cores() // k)})
-    names = [n for n, _, _ in seen]
+    assert len(res) == 8 and set(res.values()) == {'finished'}, res
+    # k runs at once (the first k met at the barrier), never more: k slots (one run each at a time), and no
+    # run saw more than k running
+    assert [len(given) for given in slots] == ([] if k == 1 else [k])
+    assert max(len(s['with']) for s in seen) == k
+
+    def threads(s):
+        return s['train'][s['train'].index('--threads') + 1] if '--threads' in s['train'] else None
+    assert {threads(s) for s in seen} == ({None} if k == 1 else {str(2 // k)})
+    names = [s['name'] for s in seen]
     for seed in range(1, 5):  # every LNL starts after its own baseline
         assert names.index(f'baseline_var0.020_seed{seed}') < names.index(f'lnl_var0.020_seed{seed}')
     # --threads given to train.py wins over the split
-    seen.clear()
+    fake_execute, seen = _concurrency(first_wave=2)
+    monkeypatch.setattr(runner, 'execute', fake_execute)
     sweep.main(['--color_vars', '0.020', '--methods', 'baseline', '--seeds', '1', '2', '--out', str(tmp_path / 't'),
-                '--runs_at_once', '2', '--', '--threads', '2'])
-    assert {t for _, _, t in seen} == {'2'}
+                '--runs_at_once', '2', '--', '--threads', '1'])
+    assert {threads(s) for s in seen} == {'1'}
 
 
 def test_a_run_waits_for_its_own_base_not_for_every_base(tmp_path, monkeypatch):
-    """With two slots, seed 1's baseline quick and seed 2's slow: seed 1's LNL trains while seed 2's baseline
-    does (before, the slot idled until every baseline had finished), and never before its own baseline ends."""
+    """With two slots, seed 2's baseline ends only once seed 1's LNL has started: seed 1's LNL trains while
+    seed 2's baseline does (a launcher that waits for every baseline would leave that baseline waiting), and
+    no LNL starts before its own baseline ends."""
     import threading
-    import time
-    if sweep.usable_cores() < 2:
-        pytest.skip('needs two cores')
-    lock, events = threading.Lock(), []
+    lock, events, lnl1_started = threading.Lock(), [], threading.Event()
 
     def fake_execute(spec, env=None, **kwargs):
         with lock:
             events.append(('start', spec['name']))
-        time.sleep(1.0 if spec['name'] == 'baseline_var0.020_seed2' else 0.1)
+        if spec['name'] == 'lnl_var0.020_seed1':
+            lnl1_started.set()
+        ok = lnl1_started.wait(timeout=60) if spec['name'] == 'baseline_var0.020_seed2' else True
         with lock:
             events.append(('end', spec['name']))
-        return 'finished'
-    monkeypatch.setattr(sweep, 'execute', fake_execute)
+        return 'finished' if ok else 'failed (seed 1\'s LNL did not start while this baseline trained)'
+    monkeypatch.setattr(runner, 'execute', fake_execute)
+    monkeypatch.setattr(cli, 'usable_cores', lambda: 2)
+    monkeypatch.setattr(launchers, 'usable_cores', lambda: 2)
+    monkeypatch.setattr(devices, 'visible_gpus', lambda: [])
     monkeypatch.setattr('dataset.colored_mnist.ensure', lambda *a, **k: None)
     res = sweep.main(['--color_vars', '0.020', '--methods', 'baseline', 'lnl', '--seeds', '1', '2',
                       '--out', str(tmp_path / 's'), '--runs_at_once', '2'])
-    assert set(res.values()) == {'finished'} and len(res) == 4
+    assert set(res.values()) == {'finished'} and len(res) == 4, res
     at = {e: i for i, e in enumerate(events)}
     assert at[('start', 'lnl_var0.020_seed1')] < at[('end', 'baseline_var0.020_seed2')]
     for seed in (1, 2):
@@ -165,3 +218,67 @@ def test_throughput_table():
                                'epoch_s': {'baseline': 16.0, 'lnl': 50.0}}])
     assert rows[1][4] == '1.60x' and rows[0][4] == '1.00x'
     assert rows[1][-2:] == ['450', '144'] and rows[0][-2:] == ['360', '90']  # K x 3600 / epoch time
+
+
+def test_the_sweep_process_never_initialises_cuda(tmp_path, monkeypatch):
+    """Listing runs, comparing a run with a request for --precision auto and handing out slots ask nothing of
+    torch.cuda in the sweep's process (a CUDA context there would hold GPU memory for the whole sweep)."""
+    import torch
+    from utils import cpu_features, NATIVE_BF16_CPU_FLAGS
+
+    def no_cuda(*a, **k):
+        raise RuntimeError('the sweep process asked torch.cuda')
+    for name in ('is_available', 'device_count', 'get_device_capability', 'get_device_properties', 'init',
+                 '_lazy_init', 'current_device', 'is_bf16_supported', 'get_device_name'):
+        monkeypatch.setattr(torch.cuda, name, no_cuda)
+    devices._query.cache_clear()
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+    monkeypatch.setattr('dataset.colored_mnist.ensure', lambda *a, **k: None)
+    out = tmp_path / 's'
+    run = out / 'baseline_var0.020_seed1'
+    run.mkdir(parents=True)
+    (run / 'options.json').write_text(json.dumps({'method': 'baseline', 'precision': 'bf16', 'amp': True,
+                                                  'precision_requested': 'bf16', 'max_step': 2}))
+    argv = ['--color_vars', '0.020', '--methods', 'baseline', '--seeds', '1', '--out', str(out)]
+    assert sweep.main(argv + ['--list']) == {}
+    spec = sweep.make_specs(sweep.parse(argv + ['--', '--max_step', '2']))[0]
+    diffs, extend = sweep.differences(spec)  # the run asked for bf16, the request for auto
+    auto = devices.auto_precision()
+    assert (('precision', 'bf16', auto) in diffs) == (auto != 'bf16') and not extend
+    if not devices.cuda_possible():  # a CPU host: auto is what the CPU computes natively
+        assert auto == ('bf16' if set(NATIVE_BF16_CPU_FLAGS) & cpu_features() else 'fp32')
+        assert devices.visible_gpus() == []
+    seen = []
+    monkeypatch.setattr(runner, 'execute', lambda spec, env=None, **k: seen.append(env) or 'finished')
+    monkeypatch.setattr(cli, 'usable_cores', lambda: 2)
+    assert set(sweep.main(argv + ['--seeds', '1', '2', '--runs_at_once', '2']).values()) == {'finished'}
+    assert len(seen) == 2
+
+
+def test_cuda_is_asked_in_a_child_process(monkeypatch):
+    """Where a GPU may exist, the devices and their bfloat16 support come from a child process (on a machine
+    without one it finds none); CUDA_VISIBLE_DEVICES, when set, is the list of GPUs to hand out."""
+    devices._query.cache_clear()
+    monkeypatch.setattr(devices, 'cuda_possible', lambda: True)
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+    import torch
+    flags = devices.cuda_bf16()
+    assert isinstance(flags, tuple) and all(isinstance(f, bool) for f in flags)
+    assert devices.visible_gpus() == list(range(len(flags)))
+    if not torch.cuda.is_available():
+        assert flags == ()
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '2,3')
+    assert devices.visible_gpus() == ['2', '3']
+    devices._query.cache_clear()
+
+
+def test_the_in_process_steps_do_not_import_the_entry_scripts_as_modules():
+    """The in-process launcher runs train.py's and test.py's main from their files: no module named train or test
+    (test.py's name would shadow other modules of that name) is imported by the sweep."""
+    from conftest import run_subprocess
+    code = ('import sys\nfrom experiments.sweep import runner\n'
+            'mains = [runner.script_main(s) for s in ("train.py", "test.py")]\n'
+            'assert all(callable(m) for m in mains)\n'
+            'print(sorted(m for m in ("train", "test") if m in sys.modules))\n')
+    proc = run_subprocess(['-c', code])
+    assert proc.returncode == 0 and proc.stdout.strip() == '[]', proc.stdout + proc.stderr

@@ -75,11 +75,22 @@ def test_lnl_never_starts_from_a_killed_baseline_and_the_relaunch_starts_it_from
     assert opts['checkpoint'] == str(start) and opts['pretrain_sha256'] == sha256_file(start)
 
 
+def _checkpoint_file(path, epoch, **options):
+    """A small checkpoint file of a baseline run: its epoch and options (defaults: finished at epoch ``epoch``
+    on sigma^2 = 0.020 with the default data), no weights."""
+    import torch
+    opts = dict({'method': 'baseline', 'color_var': 0.02, 'max_step': epoch, 'palette': 'released',
+                 'data_seed': None, 'dry_run': False}, **options)
+    torch.save({'format': 'lnl-checkpoint-v1', 'epoch': epoch, 'options': opts, 'net_state_dict': {}}, path)
+    return path
+
+
 def test_a_run_locked_by_another_process_is_no_start(tmp_path):
     """Another sweep still trains the baseline (it holds the folder's lock, even with an old done marker)."""
     run_dir = tmp_path / 'baseline_var0.020_seed1'
     run_dir.mkdir()
-    (run_dir / 'checkpoint_last.pth').write_bytes(b'x')
+    _checkpoint_file(run_dir / 'checkpoint_last.pth', 2)
+    (run_dir / 'options.json').write_text(json.dumps({'method': 'baseline', 'max_step': 2}))
     (run_dir / 'done').write_text(str(run_dir / 'checkpoint_last.pth') + '\n')
     assert run_folder.finished_checkpoint(str(run_dir)) == str(run_dir / 'checkpoint_last.pth')
     lock = RunLock(str(run_dir)).acquire()
@@ -89,6 +100,61 @@ def test_a_run_locked_by_another_process_is_no_start(tmp_path):
         lock.release()
     os.remove(run_dir / 'done')
     assert run_folder.finished_checkpoint(str(run_dir)) is None
+
+
+def test_a_done_marker_is_followed_only_to_a_checkpoint_of_the_last_epoch(tmp_path):
+    """A done marker edited to name an older checkpoint (or left from a run since asked for more epochs) does not
+    make the run finished: the checkpoint it names must be of the run's --max_step."""
+    run_dir = tmp_path / 'baseline_var0.020_seed1'
+    run_dir.mkdir()
+    (run_dir / 'options.json').write_text(json.dumps({'method': 'baseline', 'max_step': 3}))
+    _checkpoint_file(run_dir / 'checkpoint_epoch_0002.pth', 2, max_step=3)
+    _checkpoint_file(run_dir / 'checkpoint_last.pth', 3)
+    (run_dir / 'done').write_text('checkpoint_epoch_0002.pth\n')
+    assert run_folder.finished_checkpoint(str(run_dir)) is None
+    spec = {'base': {'name': run_dir.name, 'run_dir': str(run_dir)}}
+    assert 'names no checkpoint of its last epoch' in sweep.start_checkpoint(spec)[1]
+    (run_dir / 'done').write_text('checkpoint_last.pth\n')
+    assert run_folder.finished_checkpoint(str(run_dir)) == str(run_dir / 'checkpoint_last.pth')
+    (run_dir / 'options.json').write_text(json.dumps({'method': 'baseline', 'max_step': 5}))  # asked for more
+    assert run_folder.finished_checkpoint(str(run_dir)) is None
+    (run_dir / 'checkpoint_last.pth').write_bytes(b'not a checkpoint')
+    (run_dir / 'options.json').write_text(json.dumps({'method': 'baseline', 'max_step': 3}))
+    assert run_folder.finished_checkpoint(str(run_dir)) is None
+
+
+def test_a_base_checkpoint_is_a_start_the_sweep_would_take_itself(tmp_path):
+    """--base_checkpoint FILE (BASELINE=FILE bash train.sh): a finished baseline on the data of the runs asked for,
+    and a dry run only for a dry run; otherwise one line that says which and why."""
+    base = ['-m', 'experiments.sweep', '--color_vars', '0.020', '--methods', 'lnl', '--seeds', '1', '--out',
+            tmp_path / 'sweep', '--data_dir', tmp_path / 'data', '--list']
+
+    def start(name, epoch=30, **options):
+        return ['--base_checkpoint', _checkpoint_file(tmp_path / name, epoch, **options)]
+    assert run_py(base + start('good.pth')).returncode == 0
+    assert_user_error(run_py(base + start('unfinished.pth', 10, max_step=30)),
+                      'is not a finished run (epoch 10 of the 30 its run asked for)')
+    assert_user_error(run_py(base + start('other_palette.pth', palette='supplementary_names')),
+                      'supplementary_names palette', '--palette supplementary_names')
+    assert_user_error(run_py(base + ['--palette', 'supplementary_names'] + start('released.pth')),
+                      'released palette, and the runs asked for use the supplementary_names palette')
+    assert_user_error(run_py(base + start('seed7.pth', data_seed=7)), '--data_seed 7', '--data_seed 2019')
+    assert run_py(base + start('seed7b.pth', data_seed=7) + ['--', '--data_seed', '7']).returncode == 0
+    assert_user_error(run_py(base + start('dry.pth', dry_run=True)), 'is a --dry_run checkpoint')
+    assert run_py(base + start('dry2.pth', dry_run=True) + ['--', '--dry_run']).returncode == 0
+    assert run_py(base + start('real.pth') + ['--', '--dry_run']).returncode == 0
+    # the shipped baseline starts the runs it fits
+    proc = run_py(['-m', 'experiments.sweep', '--color_vars', '0.020', '--methods', 'lnl', '--seeds', '2', '--out',
+                   tmp_path / 'x', '--data_dir', tmp_path / 'data', '--base_checkpoint',
+                   'pretrained/baseline_var0.020_seed2.pth', '--list'])
+    assert proc.returncode == 0 and proc.stdout.split() == ['new', 'lnl_var0.020_seed2'], proc.stdout + proc.stderr
+
+
+def test_a_base_checkpoint_for_methods_of_two_starts_names_them(tmp_path):
+    proc = run_py(['-m', 'experiments.sweep', '--color_vars', '0.020', '--methods', 'lnl', 'csad', '--seeds', '1',
+                   '--out', tmp_path / 'sweep', '--data_dir', tmp_path / 'data', '--list',
+                   '--base_checkpoint', _checkpoint_file(tmp_path / 'b.pth', 30)])
+    assert_user_error(proc, 'lnl from a baseline run', 'csad from a csad_base run')
 
 
 # -- 2. finished runs against the request ----------------------------------------------------------------

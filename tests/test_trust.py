@@ -428,18 +428,24 @@ def test_bf16_is_native_only_on_compute_capability_8(monkeypatch):
         assert native_bf16(torch.device('cuda')) is native
 
 
-def test_cuda_random_state_of_more_devices_than_visible_restores_what_fits(monkeypatch, capsys):
+def test_an_earlier_checkpoint_s_cuda_states_restore_the_run_s_own_device_only(monkeypatch, capsys):
+    """Earlier versions saved the random state of every visible CUDA device; a run now restores its own
+    device's (by index) and no other, and a CPU run none."""
     seen = {}
-    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
-    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
-    monkeypatch.setattr(torch.cuda, 'set_rng_state', lambda state, index: seen.setdefault(index, state))
+    monkeypatch.setattr(torch.cuda, 'set_rng_state', lambda state, device: seen.setdefault(str(device), state))
     gen = torch.Generator()
-    monkeypatch.setattr(torch.cuda, 'get_rng_state_all', lambda: [torch.zeros(4, dtype=torch.uint8),
-                                                                  torch.ones(4, dtype=torch.uint8)])
-    state = checkpoint.rng_state(gen)
-    checkpoint.set_rng_state(state, gen)
-    assert list(seen) == [0] and torch.equal(seen[0], torch.zeros(4, dtype=torch.uint8))
-    assert 'random state of 2 CUDA devices and 1 are visible' in capsys.readouterr().err
+    state = checkpoint.rng_state(gen, torch.device('cpu'))
+    assert 'cuda' not in state
+    zeros, ones = torch.zeros(4, dtype=torch.uint8), torch.ones(4, dtype=torch.uint8)
+    state['cuda'] = [zeros, ones]
+    checkpoint.set_rng_state(state, gen, torch.device('cpu'))
+    assert not seen
+    checkpoint.set_rng_state(state, gen, torch.device('cuda', 1))
+    assert list(seen) == ['cuda:1'] and torch.equal(seen['cuda:1'], ones)
+    seen.clear()
+    state['cuda'] = [zeros]
+    checkpoint.set_rng_state(state, gen, torch.device('cuda', 1))
+    assert not seen and 'saved the random state of 1 CUDA devices' in capsys.readouterr().err
 
 
 def _python2_npy(data):

@@ -1,0 +1,159 @@
+"""Running one run of the sweep: its training and test steps, each in a child process (or in this process for
+the smoke run), and the signal that stops the sweep passed on to the running children."""
+import contextlib
+import os
+import runpy
+import shlex
+import signal
+import subprocess
+import sys
+
+import run_folder
+from experiments.sweep.state import describe, differences, start_checkpoint, status
+from utils import REPO_ROOT, RunLock, UserError, open_no_follow
+
+# The training and test processes running now, and the signal that stops the sweep (None while it runs).
+# One object each for the whole sweep: the launchers and the signal handlers change them in place.
+CHILDREN = set()
+STOP = {'signal': None}
+
+
+def forward_signal(signum, frame):
+    """SIGINT/SIGTERM to the sweep: pass it to every running child (train.py saves a checkpoint and exits),
+    start nothing new, and exit once they have."""
+    STOP['signal'] = signum
+    for child in list(CHILDREN):
+        try:
+            child.send_signal(signum)
+        except OSError:
+            pass
+
+
+def script_main(script):
+    """The ``main`` of the entry-point script ``script`` (train.py, test.py), run from its file: the script is
+    not imported as a module of that name."""
+    stem = os.path.splitext(os.path.basename(script))[0]
+    return runpy.run_path(os.path.join(REPO_ROOT, script), run_name=f'sweep_in_process_{stem}')['main']
+
+
+def run_in_process(script, argv, log):
+    """``script``'s ``main(argv)`` in this process, its output into ``log``; returns an exit status. Ctrl-C
+    (or SIGTERM) stops the sweep as it stops the other launchers: training saves its state and exits 130,
+    elsewhere the signal ends the step; either way nothing further starts."""
+    main = script_main(script)
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            main(argv)
+            return 0
+        except UserError as exc:
+            print(f'error: {exc}', file=log)
+            return 2
+        except KeyboardInterrupt:
+            STOP['signal'] = STOP['signal'] or signal.SIGINT
+            return 130
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+            if code == 130:  # train.py saved its state after a signal
+                STOP['signal'] = STOP['signal'] or signal.SIGINT
+            return code
+
+
+def stop_in_process(signum, frame):
+    """SIGINT/SIGTERM to the in-process launcher outside training: stop the sweep (training installs its
+    own handler, which saves the state first)."""
+    STOP['signal'] = signum
+    raise KeyboardInterrupt
+
+
+def run_child(cmd, log, env=None, show=False):
+    """Run one step in a child process (output to ``log``, and to this terminal with ``show``); its exit
+    status. A signal to the sweep is passed on to it (see :func:`forward_signal`)."""
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE if show else log, stderr=subprocess.STDOUT,
+                             cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL)
+    CHILDREN.add(child)
+    try:
+        if STOP['signal'] is not None:  # the signal came between the caller's check and the start
+            child.send_signal(STOP['signal'])
+        if show:
+            for chunk in iter(lambda: child.stdout.read1(1 << 14), b''):
+                text = chunk.decode('utf-8', errors='replace')
+                log.write(text)
+                log.flush()
+                sys.stderr.write(text)
+                sys.stderr.flush()
+        return child.wait()
+    finally:
+        CHILDREN.discard(child)
+
+
+def execute(spec, env=None, in_process=False, fresh=False, overwrite=False, show=False):
+    """Train (or resume) and evaluate one run; returns its status. Runs in a subprocess so that one
+    run's failure or memory does not affect the others (``in_process``: in this one, for the seconds-long
+    smoke run); output goes to ``<run_dir>/sweep.log``. ``fresh`` trains again over a finished run.
+
+    A run that starts from another (``spec['base']``) starts only from that run's finished checkpoint (the
+    one its ``done`` marker names), records its SHA-256, and is trained again when that start has changed.
+    A run already in the folder is compared with the request (:func:`differences`): one that differs is
+    refused, or trained again with ``overwrite``; one that trained fewer epochs than asked is extended."""
+    if STOP['signal'] is not None:
+        return 'not started (sweep interrupted)'
+    state = status(spec)
+    if state == 'running':
+        return f'skipped (process {RunLock.holder(spec["run_dir"])} is training in {spec["run_dir"]})'
+    train = list(spec['train'])
+    note = ''
+    if spec.get('base') or spec.get('base_file'):
+        start, digest = start_checkpoint(spec)
+        if start is None:
+            return f'not started ({digest}: it starts once that run has finished as this request asks)'
+        train += ['--use_pretrain', '--checkpoint', start]
+    if fresh and state in ('done', 'trained', 'partial'):
+        state = 'new'  # --overwrite below replaces it
+    if state in ('done', 'trained', 'partial'):
+        recorded = run_folder.read_options(spec['run_dir'])
+        diffs, extend = differences(spec, train, recorded)
+        if (spec.get('base') or spec.get('base_file')) and recorded.get('pretrain_sha256') != digest:
+            changed = spec['base']['name'] if spec.get('base') else f'its start ({spec["base_file"]})'
+            state, note = 'new', f' (trained again: {changed} changed since this run started from it)'
+        elif diffs:
+            if not overwrite:
+                return (f'refused (the run in {spec["run_dir"]} differs from this request: {describe(diffs)}; '
+                        'relaunch with --overwrite to train it again)')
+            state, note = 'new', f' (trained again, --overwrite: {describe(diffs)})'
+        elif extend:
+            state, note = 'partial', ' (extended to the requested epochs)'
+    if state == 'done':
+        return 'skipped'
+    os.makedirs(spec['run_dir'], exist_ok=True)
+    log = run_folder.file(spec['run_dir'], run_folder.SWEEP_LOG)
+    steps = []
+    if state in ('new', 'partial'):
+        # a 'new' folder holds no checkpoint: whatever an earlier start left there is replaced
+        steps.append(['train.py'] + train + (['--resume'] if state == 'partial' else ['--overwrite']))
+    steps.append(['test.py'] + spec['test'])
+    with open_no_follow(log, 'a') as fh:
+        for script, *rest in steps:
+            cmd = [sys.executable, os.path.join(REPO_ROOT, script)] + rest
+            fh.write(f'$ {shlex.join(cmd)}\n')
+            fh.flush()
+            rc = run_in_process(script, rest, fh) if in_process else run_child(cmd, fh, env, show)
+            if STOP['signal'] is not None:
+                return f'interrupted ({script} exit {rc}; relaunch the sweep to resume)'
+            if rc != 0:
+                return f'failed ({script} exit {rc}, see {log})'
+    return 'finished' + note
+
+
+def guarded(spec, **kwargs):
+    """:func:`execute`, with an exception inside it reported as the run's failure (one line) so that the other
+    runs of the sweep go on."""
+    try:
+        return execute(spec, **kwargs)
+    except Exception as exc:
+        return failure(exc)
+
+
+def failure(exc):
+    """A run's status line for an exception raised while it ran."""
+    first = str(exc).splitlines()[0][:200] if str(exc) else ''
+    return f'failed ({type(exc).__name__}: {first})' if first else f'failed ({type(exc).__name__})'
