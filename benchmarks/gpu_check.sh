@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks in one go, for a machine with a CUDA device and the requirements installed:
 #   1. benchmarks/speed.py on cuda: fp32 and bfloat16 autocast side by side, then with torch.compile;
-#      the first table goes into the README's speed_gpu section (with the card's name);
+#      the first table goes into the speed_gpu section of docs/speed.md (with the card's name);
 #   2. one short training run per method (baseline, gray; lnl and blindeye from the baseline) and
 #      test.py on each, with their epoch times.
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]   (default runs/gpu_check; EPOCHS=2, DATA_DIR=./data)
@@ -22,7 +22,7 @@ mkdir -p "$OUT"
 "$PYTHON" -m dataset.colored_mnist --color_var 0.020 --data_dir "$DATA_DIR" "${MNIST_ARGS[@]}"
 
 "$PYTHON" benchmarks/speed.py --device cuda --data_dir "$DATA_DIR" --json "$OUT/speed.json" \
-  --readme README.md --section speed_gpu | tee "$OUT/speed.txt"
+  --readme docs/speed.md --section speed_gpu | tee "$OUT/speed.txt"
 "$PYTHON" benchmarks/speed.py --device cuda --data_dir "$DATA_DIR" --compile --json "$OUT/speed_compile.json" \
   | tee "$OUT/speed_compile.txt"
 

@@ -109,7 +109,7 @@ def harvest(args, cv, seed, command):
                 atomic_write_text(os.path.join(dest, f), fh.read())
         copied.append(name)
         seeds = SHIPPED.get(m, ())
-        if m in SHIPPED and (seeds is None or seed in seeds):
+        if m in SHIPPED and (seeds is None or seed in seeds) and not args.dry_run:  # dry runs are not shipped
             pretrained.export([run_dir], args.weights, args.records, args.commit, command)
     if copied:
         print(f'campaign: records of {", ".join(copied)} -> {args.records}', flush=True)
@@ -143,6 +143,12 @@ def build_parser():
     add_precision(p, default='bf16', help='train.py --precision of every run (the headline runs: bf16 autocast on '
                                          'the CPU)')
     p.add_argument('--list', action='store_true', help='print what is committed and what is left, train nothing')
+    p.add_argument('--pending', action='store_true',
+                   help='print the variances (of --color_vars) with a cell left to train at the first seed of --seeds '
+                        'that has any, as "SEED SIGMA2 ...", train nothing (benchmarks/gpu_fig4.sh)')
+    p.add_argument('--harvest', default=None, metavar='COMMAND',
+                   help='train nothing: copy the finished runs in --out into --records and --weights, recording '
+                        'COMMAND as the command that trained them')
     p.epilog = ('Arguments after a lone -- go to every train.py call (a toy check of the campaign: '
                 '-- --dry_run --max_step 1 with --records and --weights elsewhere).')
     return p
@@ -161,6 +167,17 @@ def main(argv=None):
     args.commit = commit_id()
     steps = plan(args)
     left = [(cv, seed, todo) for cv, seed, todo in steps if todo]
+    if args.harvest is not None:
+        copied = [name for cv in args.color_vars for seed in args.seeds for name in harvest(args, cv, seed, args.harvest)]
+        print(f'campaign: {len(copied)} finished runs copied')
+        return 0
+    if args.pending:
+        for seed in args.seeds:
+            cvs = [f'{cv:.3f}' for cv, s, todo in left if s == seed]
+            if cvs:
+                print(seed, ' '.join(cvs))
+                break
+        return 0
     if args.list:
         for cv, seed, todo in steps:
             print(f'sigma^2 {cv:.3f} seed {seed}: ' + (f'to train: {" ".join(todo)}' if todo else 'committed'))
