@@ -143,6 +143,8 @@ def build_parser():
     add_precision(p, default='bf16', help='train.py --precision of every run (the headline runs: bf16 autocast on '
                                          'the CPU)')
     p.add_argument('--list', action='store_true', help='print what is committed and what is left, train nothing')
+    p.add_argument('--commit', default=None,
+                   help='with --harvest: the commit the runs were trained from (default: this checkout\'s)')
     p.add_argument('--pending', action='store_true',
                    help='print the variances (of --color_vars) with a cell left to train at the first seed of --seeds '
                         'that has any, as "SEED SIGMA2 ...", train nothing (benchmarks/gpu_fig4.sh)')
@@ -164,7 +166,7 @@ def main(argv=None):
     if os.path.commonpath([args.out, REPO_ROOT]) == REPO_ROOT:
         raise UserError(f'--out {args.out} is inside the repository; give a folder outside it (e.g. '
                         '~/campaign/paper_e100): its checkpoints are not committed')
-    args.commit = commit_id()
+    args.commit = args.commit or commit_id()
     steps = plan(args)
     left = [(cv, seed, todo) for cv, seed, todo in steps if todo]
     if args.harvest is not None:
