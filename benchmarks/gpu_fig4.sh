@@ -14,6 +14,7 @@
 #
 # Usage: bash benchmarks/gpu_fig4.sh OUT
 # Environment: FIG_MIN (default 6), RUNS_AT_ONCE (12), SEEDS ("1 2 3"), VARS (the seven, 0.025 ... 0.050 then 0.020),
+#   METHODS ("baseline lnl blindeye gray"),
 #   EPOCHS (100), DATA_DIR (a temporary folder: the data are generated there), PYTHON (python3),
 #   TOY=1: the CPU check of this script: no CUDA steps, --dry_run runs of EPOCHS (default 1) epochs, records
 #   under RECORDS (default a temporary folder, never docs/results/gpu_e100).
@@ -28,6 +29,7 @@ PYTHON=${PYTHON:-python3}
 TOY=${TOY:-0}
 FIG_MIN=${FIG_MIN:-6}
 SEEDS=${SEEDS:-1 2 3}
+METHODS=${METHODS:-baseline lnl blindeye gray}
 VARS_ARG=()
 [ -n "${VARS:-}" ] && VARS_ARG=(--color_vars $VARS)
 WORK=$(mktemp -d)
@@ -77,12 +79,12 @@ START=$(date +%s)
 DEADLINE=$((START + FIG_MIN * 60))
 while :; do
   PENDING=$("$PYTHON" -m experiments.campaign --out "$WORK/runs" --records "$RECORDS" --weights "$WORK/weights" \
-            --seeds $SEEDS "${VARS_ARG[@]}" --pending -- "${TRAIN_EXTRA[@]}")
+            --seeds $SEEDS "${VARS_ARG[@]}" --methods $METHODS --pending -- "${TRAIN_EXTRA[@]}")
   [ -n "$PENDING" ] || { say "   every cell has its records"; break; }
   LEFT=$((DEADLINE - $(date +%s)))
   [ "$LEFT" -gt 30 ] || { say "   time is up; left: seed $PENDING"; break; }
   read -r SEED CELL_VARS <<< "$PENDING"
-  ARGS=(--color_vars $CELL_VARS --seeds "$SEED" --methods baseline lnl blindeye gray --out "$WORK/runs"
+  ARGS=(--color_vars $CELL_VARS --seeds "$SEED" --methods $METHODS --out "$WORK/runs"
         --data_dir "$DATA_DIR" --runs_at_once "$RUNS_AT_ONCE" --no_probe
         -- --precision bf16 --device "$DEVICE" --max_step "$EPOCHS" --no_progress "${TRAIN_EXTRA[@]}")
   say "   seed $SEED, sigma^2 $CELL_VARS: $LEFT s left"
@@ -90,7 +92,7 @@ while :; do
     >> "$WORK/checks/sweep.txt" 2>&1
   RC=$?
   "$PYTHON" -m experiments.campaign --out "$WORK/runs" --records "$RECORDS" --weights "$WORK/weights" \
-    --color_vars $CELL_VARS --seeds "$SEED" --harvest "python -m experiments.sweep ${ARGS[*]}" -- "${TRAIN_EXTRA[@]}" \
+    --color_vars $CELL_VARS --seeds "$SEED" --methods $METHODS --harvest "python -m experiments.sweep ${ARGS[*]}" -- "${TRAIN_EXTRA[@]}" \
     | tee -a "$LOG"
   [ "$RC" = 0 ] || { say "   the sweep stopped (exit $RC)"; break; }
 done

@@ -28,6 +28,7 @@ import run_folder
 from methods import display_name
 from methods.restore import rebuild
 from dataset import colored_mnist
+from dataset.colored_mnist import color_variance
 from dataset.tensors import DEFAULT_GRAY_VIEW, GRAY_VIEWS, load_splits
 from evaluation import evaluate
 from experiments import records
@@ -214,14 +215,17 @@ def check_entries(prov, path):
     return {name: check_entry(name, entry, path) for name, entry in prov['files'].items()}
 
 
-def evaluate_shipped(folder, data_dir, device='cpu', generate_missing=True):
-    """One row per shipped file: its accuracy now, next to the one its run recorded. Every provenance entry
-    is checked before the first file is read."""
+def evaluate_shipped(folder, data_dir, device='cpu', generate_missing=True, color_vars=None):
+    """One row per shipped file (of ``color_vars`` only, when given): its accuracy now, next to the one its run
+    recorded. Every provenance entry is checked before the first file is read."""
     prov_path = os.path.join(folder, PROVENANCE)
     entries = check_entries(read_provenance(prov_path), prov_path)
     order = records.method_order()
     rows, splits = [], {}
-    for name, entry in sorted(entries.items(), key=lambda kv: (order.index(kv[1]['method']), kv[0])):
+    chosen = {k: e for k, e in entries.items() if color_vars is None or e['color_var'] in color_vars}
+    if not chosen:
+        raise UserError(f'no shipped file of sigma^2 = {" ".join(color_vars)} in {prov_path}')
+    for name, entry in sorted(chosen.items(), key=lambda kv: (order.index(kv[1]['method']), kv[0])):
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             raise UserError(f'{path} is missing; restore it with git checkout -- {path}')
@@ -267,6 +271,8 @@ def build_parser():
                    help='folder of the data files (generated there when missing)')
     p.add_argument('--no_generate', action='store_true', help='fail instead of generating a missing data file')
     p.add_argument('--device', default='cpu', help='cpu (the recorded accuracies were measured there), auto or cuda')
+    p.add_argument('--color_vars', type=color_variance, nargs='+', default=None, metavar='SIGMA2',
+                   help='evaluate the files of these variances only (default: every shipped file)')
     p.add_argument('--export', nargs='+', metavar='RUN_DIR', default=None,
                    help='finished run folders to write into --dir (weights only) with their provenance')
     p.add_argument('--records', default=None, metavar='DIR',
@@ -285,7 +291,8 @@ def main(argv=None):
         export(args.export, args.dir, os.path.abspath(args.records), args.commit, args.command)
         return 0
     torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
-    rows = evaluate_shipped(args.dir, args.data_dir, resolve_device(args.device), not args.no_generate)
+    wanted = None if args.color_vars is None else {f'{cv:.3f}' for cv in args.color_vars}
+    rows = evaluate_shipped(args.dir, args.data_dir, resolve_device(args.device), not args.no_generate, wanted)
     print(table(rows))
     bad = [r['file'] for r in rows if not r['same']]
     if bad:
