@@ -26,7 +26,7 @@ if ROOT not in sys.path:  # run as ``python benchmarks/throughput.py``
     sys.path.insert(0, ROOT)
 
 from dataset import colored_mnist  # noqa: E402
-from utils import (DATA_DIR, Parser, UserError, atomic_write_text, format_table, markdown_table,  # noqa: E402
+from utils import (Parser, add_data_dir, add_precision, UserError, atomic_write_text, format_table, markdown_table,  # noqa: E402
                    positive_int, read_jsonl, replace_readme_section, run_main, usable_cores,
                    without_options)
 
@@ -93,8 +93,8 @@ def build_parser():
     p.add_argument('--methods', nargs='+', default=['baseline', 'lnl'], help='methods of the small grid')
     p.add_argument('--seeds', type=int, nargs='+', default=[1, 2], help='seeds of the small grid')
     p.add_argument('--max_step', type=positive_int, default=2, help='epochs per run')
-    p.add_argument('--precision', default='auto', choices=['auto', 'fp32', 'bf16'], help='train.py --precision')
-    p.add_argument('--data_dir', default=DATA_DIR, help='folder of the data files (sigma^2 = 0.020 generated when missing)')
+    add_precision(p)
+    add_data_dir(p, help='folder of the data files (sigma^2 = 0.020 generated when missing)')
     p.add_argument('--json', default=None, help='write the results to this JSON file')
     p.add_argument('--readme', default=None, help='write the table into this file\'s <!-- throughput:begin/end --> section')
     p.add_argument('--section', default='throughput', help='with --readme: the section to write')

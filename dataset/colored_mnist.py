@@ -52,7 +52,7 @@ if __package__ in (None, ''):  # run as a script: make the repository root impor
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset.mnist_raw import load_mnist  # noqa: E402
-from utils import DATA_DIR, Parser, UserError, run_main, seed_number, sha256_file  # noqa: E402
+from utils import Parser, add_data_dir, UserError, run_main, seed_number, sha256_file  # noqa: E402
 # The modules the generator is built on; their names are re-exported (callers use colored_mnist.X).
 from dataset.color_draw import HIGH, LOW, _ndtr, _ndtri, expected_byte_mean, truncated_normal_ppf  # noqa: E402,F401
 from dataset.palettes import (COLOR_NAMES, DEFAULT_PALETTE, MEAN_COLORS, PALETTE_NAMES,  # noqa: E402,F401
@@ -180,8 +180,7 @@ def main(argv=None):
                        help='colour variance(s) sigma^2, e.g. 0.020')
     group.add_argument('--all', action='store_true',
                        help=f'all seven variances of the paper {PAPER_VARIANCES}')
-    parser.add_argument('--data_dir', default=DATA_DIR,
-                        help='output folder (default: data/ in this repository, whatever the working folder)')
+    add_data_dir(parser, help='output folder (default: data/ in this repository, whatever the working folder)')
     parser.add_argument('--seed', type=seed_number, default=DEFAULT_SEED,
                         help=f'random seed (default: {DEFAULT_SEED})')
     parser.add_argument('--mnist_dir', default=None,

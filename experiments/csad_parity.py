@@ -26,7 +26,7 @@ import types
 import numpy as np
 import torch
 
-from utils import DATA_DIR, Parser, UserError, atomic_write_text, existing_or_new_folder, positive_int, run_main
+from utils import Parser, add_data_dir, UserError, atomic_write_text, positive_int, run_main
 
 # their parameter names -> ours (module attribute on their Trainer, their name, our module, our name)
 NAME_MAP = [
@@ -184,8 +184,7 @@ def build_parser():
     p = Parser(description='The CSAD port against its authors\' code: same weights and batches, weights compared.')
     p.add_argument('--their_code', default=None, metavar='PATH',
                    help='a checkout of the CSAD code (zwvews/csad); it is imported (required)')
-    p.add_argument('--data_dir', default=DATA_DIR, type=existing_or_new_folder,
-                   help='folder of the data files (the sigma^2 = 0.020 file is made from raw MNIST when missing)')
+    add_data_dir(p, help='folder of the data files (the sigma^2 = 0.020 file is made from raw MNIST when missing)')
     p.add_argument('--batches', type=positive_int, default=4, help='mini-batches of 128 images')
     p.add_argument('--json', default=None, help='also write the result to this JSON file')
     return p

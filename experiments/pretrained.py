@@ -32,7 +32,7 @@ from dataset.colored_mnist import color_variance
 from dataset.tensors import DEFAULT_GRAY_VIEW, GRAY_VIEWS, load_splits
 from evaluation import evaluate
 from experiments import records
-from utils import (DATA_DIR, REPO_ROOT, Parser, UserError, atomic_open, atomic_write_text, existing_or_new_folder,
+from utils import (REPO_ROOT, Parser, UserError, add_data_dir, add_device, add_no_generate, atomic_open, atomic_write_text,
                    format_table, resolve_device, run_main, sha256_file)
 
 PRETRAINED_DIR = os.path.join(REPO_ROOT, 'pretrained')
@@ -267,10 +267,9 @@ def table(rows):
 def build_parser():
     p = Parser(description='Evaluate the weights shipped in pretrained/ (default), or export finished runs there.')
     p.add_argument('--dir', default=PRETRAINED_DIR, help='folder of the shipped weights and their provenance.json')
-    p.add_argument('--data_dir', default=DATA_DIR, type=existing_or_new_folder,
-                   help='folder of the data files (generated there when missing)')
-    p.add_argument('--no_generate', action='store_true', help='fail instead of generating a missing data file')
-    p.add_argument('--device', default='cpu', help='cpu (the recorded accuracies were measured there), auto or cuda')
+    add_data_dir(p)
+    add_no_generate(p)
+    add_device(p, default='cpu', help='cpu (the recorded accuracies were measured there), auto, cuda or cuda:N')
     p.add_argument('--color_vars', type=color_variance, nargs='+', default=None, metavar='SIGMA2',
                    help='evaluate the files of these variances only (default: every shipped file)')
     p.add_argument('--export', nargs='+', metavar='RUN_DIR', default=None,

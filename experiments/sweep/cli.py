@@ -12,7 +12,7 @@ from experiments.sweep.launchers import LAUNCHERS, SIGNAL_FORWARDING
 from experiments.sweep.runner import STOP, forward_signal, stop_in_process
 from experiments.sweep.spec import RESERVED, make_specs
 from experiments.sweep.state import check_start_file, requested_options, status
-from utils import (DATA_DIR, REPO_ROOT, Parser, UserError, existing_or_new_folder, positive_float, positive_int,
+from utils import (REPO_ROOT, Parser, add_data_dir, UserError, existing_or_new_folder, positive_float, positive_int,
                    usable_cores)
 
 EPILOG = ('Arguments after a lone -- go to every train.py call, e.g. `-- --max_step 10 --precision bf16`. '
@@ -39,8 +39,7 @@ def build_parser():
                    help='values of train.py --random_seed, one run per seed')
     p.add_argument('--out', default=None, type=existing_or_new_folder,
                    help='folder of the run folders (required, except with --smoke)')
-    p.add_argument('--data_dir', default=DATA_DIR, type=existing_or_new_folder,
-                   help='folder of the data files, generated when missing (default: data/ in this repository)')
+    add_data_dir(p)
     add_palette_argument(p)
     p.add_argument('--launcher', choices=list(LAUNCHERS), default='local',
                    help='; '.join(f'{k}: {v[1]}' for k, v in LAUNCHERS.items()))
