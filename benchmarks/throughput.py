@@ -25,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run as ``python benchmarks/throughput.py``
     sys.path.insert(0, ROOT)
 
+import run_folder  # noqa: E402
 from dataset import colored_mnist  # noqa: E402
 from utils import (Parser, add_data_dir, add_precision, UserError, atomic_write_text, format_table, markdown_table,  # noqa: E402
                    positive_int, read_jsonl, replace_readme_section, run_main, usable_cores,
@@ -49,7 +50,7 @@ def epoch_times(out):
     """``{method: [seconds of each trained epoch, over every run]}`` from the runs' records."""
     times = {}
     for name in sorted(os.listdir(out)):
-        path = os.path.join(out, name, 'results.jsonl')
+        path = run_folder.file(os.path.join(out, name), run_folder.RESULTS)
         if not os.path.isfile(path):
             continue
         method = name.split('_var')[0]
@@ -65,7 +66,7 @@ def measure(args, k, log):
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         wall = time.perf_counter() - start
-        if proc.returncode != 0 or not all(os.path.isfile(os.path.join(out, run, 'done'))
+        if proc.returncode != 0 or not all(os.path.isfile(run_folder.file(os.path.join(out, run), run_folder.DONE))
                                            for run in run_names(args)):
             raise UserError(f'the sweep with --runs_at_once {k} failed (exit {proc.returncode}): '
                             f'{(proc.stdout + proc.stderr).strip().splitlines()[-1:]}')

@@ -155,7 +155,7 @@ def main(argv=None):
             details = prefix + '_report.md'
             full = report.readme_body(agg, runs, pngs, details, budget, command, argv_shown)
             written.append(atomic_write_text(details, f'# {report.heading(agg)}: the full report\n\n' + full))
-            body = report.brief_body(agg, pngs, args.readme, details, budget, command, argv_shown)
+            body = report.brief_body(agg, runs, pngs, args.readme, details, budget, command, argv_shown)
         else:
             body = report.readme_body(agg, runs, pngs, args.readme, budget, command, argv_shown)
         written.append(replace_readme_section(args.readme, args.section, body))

@@ -185,12 +185,37 @@ def standing_table(agg):
     return markdown_table(['method'] + cvs, rows) if rows else ''
 
 
-def brief_body(agg, pngs, readme, details, budget=None, command=None, argv_shown=''):
+def where_they_ran(runs):
+    """One line: the devices (GPU or CPU model) and torch/CUDA versions the counted runs recorded in their
+    options (``environment``), with how many runs each; runs from before that record are counted apart."""
+    seen, unknown = {}, 0
+    for run in runs:
+        if run.get('test') is None:
+            continue
+        env = (run.get('options') or {}).get('environment')
+        if not isinstance(env, dict):
+            unknown += 1
+            continue
+        kind = str(env.get('device', '?')).split(':')[0]
+        label = f'{env.get("device_name") or "?"} ({kind}), torch {env.get("torch")}' + \
+            (f', CUDA {env.get("cuda")}, cuDNN {env.get("cudnn")}' if kind == 'cuda' else '')
+        seen[label] = seen.get(label, 0) + 1
+    parts = [f'{label}: {n} run{"s" if n != 1 else ""}' for label, n in sorted(seen.items())]
+    if unknown:
+        parts.append(f'not recorded: {unknown} run{"s" if unknown != 1 else ""} (trained before runs recorded it)')
+    return ('Ran on: ' + '; '.join(parts) + '.') if parts else ''
+
+
+def budget_lines(runs, budget):
+    out = [f'Budget: {budget}.', ''] if budget else []
+    where = where_they_ran(runs)
+    return out + ([where, ''] if where else [])
+
+
+def brief_body(agg, runs, pngs, readme, details, budget=None, command=None, argv_shown=''):
     """The README's short results section: budget and command, the Fig. 4 table, where each cell stands, the
     accuracy figure, and a link to ``details`` (the full report: every table, curve and run)."""
-    out = []
-    if budget:
-        out += [f'Budget: {budget}.', '']
+    out = budget_lines(runs, budget)
     if command:
         out += ['Produced by:', '', '```', command, f'python -m experiments.collect_results {argv_shown}', '```', '']
     title, header, rows = tables(agg)[0]
@@ -214,9 +239,7 @@ def brief_body(agg, pngs, readme, details, budget=None, command=None, argv_shown
 def readme_body(agg, runs, pngs, readme, budget=None, command=None, argv_shown=''):
     """The README's results section: budget and command, the tables, the figures, the gaps to the paper
     and the last-epoch change of every curve, all from the runs."""
-    out = []
-    if budget:
-        out += [f'Budget: {budget}.', '']
+    out = budget_lines(runs, budget)
     if command:
         out += ['Produced by:', '', '```', command, f'python -m experiments.collect_results {argv_shown}', '```', '']
     out.append(to_markdown(agg).replace('\n## ', '\n#### ').replace('# ', '### ', 1).rstrip())

@@ -293,3 +293,14 @@ def test_a_one_seed_cell_is_judged_by_the_spread_at_0020():
     assert text.startswith('-0.2306, one seed: beyond 2 std of the spread at σ² = 0.020 (0.0200)'), text
     cell['mean'] = 0.92
     assert 'within 2 std' in report.standing(agg, 'lnl', '0.035')
+
+
+def test_the_budget_line_says_where_the_runs_ran():
+    cpu = {'device': 'cpu', 'device_name': 'AMD EPYC', 'torch': '2.14.1', 'cuda': '13.0', 'cudnn': None}
+    gpu = {'device': 'cuda:0', 'device_name': 'NVIDIA H200', 'torch': '2.11.0', 'cuda': '13.0', 'cudnn': 91000}
+    runs = [{'test': {}, 'options': {'environment': cpu}}, {'test': {}, 'options': {'environment': gpu}},
+            {'test': {}, 'options': {'environment': gpu}}, {'test': {}, 'options': {}}, {'test': None, 'options': {}}]
+    line = report.where_they_ran(runs)
+    assert line == ('Ran on: AMD EPYC (cpu), torch 2.14.1: 1 run; NVIDIA H200 (cuda), torch 2.11.0, CUDA 13.0, '
+                    'cuDNN 91000: 2 runs; not recorded: 1 run (trained before runs recorded it).'), line
+    assert line in report.budget_lines(runs, 'x')
