@@ -13,7 +13,6 @@ those two folders is all a move to another machine needs: the relaunch skips the
 and BlindEye from the committed baseline weights when the baseline's run folder is not on this machine.
 """
 import os
-import subprocess
 import sys
 
 import methods
@@ -22,6 +21,7 @@ from dataset.colored_mnist import color_variance
 from experiments import pretrained, records, sweep
 from utils import (DATA_DIR, REPO_ROOT, Parser, UserError, add_data_dir, add_precision, atomic_write_text,
                    existing_or_new_folder, run_main)
+from utils.runtime import repository_commit
 
 # The curve's order: the six variances without a paper-budget run, then 0.020 (where only Gray seed 1 is missing).
 CAMPAIGN_VARIANCES = (0.025, 0.030, 0.035, 0.040, 0.045, 0.050, 0.020)
@@ -80,14 +80,6 @@ def sweep_calls(args, cv, seed, todo):
         mine = [m for m in starting if methods.get(m).start_from == base]
         calls.append(common + ['--methods'] + mine + ['--base_checkpoint', path] + after)
     return calls
-
-
-def commit_id():
-    try:
-        out = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO_ROOT, capture_output=True, text=True)
-        return out.stdout.strip() or 'unknown'
-    except OSError:
-        return 'unknown'
 
 
 def harvest(args, cv, seed, command):
@@ -166,7 +158,7 @@ def main(argv=None):
     if os.path.commonpath([args.out, REPO_ROOT]) == REPO_ROOT:
         raise UserError(f'--out {args.out} is inside the repository; give a folder outside it (e.g. '
                         '~/campaign/paper_e100): its checkpoints are not committed')
-    args.commit = args.commit or commit_id()
+    args.commit = args.commit or repository_commit() or 'unknown'
     steps = plan(args)
     left = [(cv, seed, todo) for cv, seed, todo in steps if todo]
     if args.harvest is not None:
