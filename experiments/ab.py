@@ -15,7 +15,7 @@ import os
 import sys
 
 from experiments import records
-from experiments.report import SMOKE
+from experiments.report import SMOKE, smoke_readme_refusal
 from methods import display_name
 from utils import Parser, UserError, format_table, markdown_table, replace_readme_section, run_main, without_options
 
@@ -153,8 +153,7 @@ def main(argv=None):
         print(f'warning: the runs compared are --dry_run smoke runs ({len(smoke_a)} in {dir_a}, {len(smoke_b)} in '
               f'{dir_b}): their numbers check the pipeline, they are not results', file=sys.stderr)
         if args.readme:
-            raise UserError(f'{dir_a} and {dir_b} hold --dry_run smoke runs only; their numbers are not results and '
-                            'are not written into a README')
+            raise smoke_readme_refusal(f'{dir_a} and {dir_b} hold --dry_run smoke runs only')
     title, command = provenance(args, dir_a)
     title = title or f'Unbiased test accuracy, {a} vs {b} (paired by seed)'
     body = table_rows(rows, a, b)

@@ -131,8 +131,7 @@ def main(argv=None):
         print(f'warning: {len(smoke)} of {len(runs)} runs are --dry_run smoke runs ({", ".join(smoke[:3])}'
               f'{", ..." if len(smoke) > 3 else ""}): the table and figures are marked as such', file=sys.stderr)
         if args.readme:
-            raise UserError(f'{" ".join(args.dirs)} holds --dry_run smoke runs; their numbers are not results and are not '
-                            'written into a README')
+            raise report.smoke_readme_refusal(f'{" ".join(args.dirs)} holds --dry_run smoke runs')
         print(report.SMOKE)
     print(report.to_text(agg), end='')
     print(report.timing(runs), end='')

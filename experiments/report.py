@@ -18,6 +18,12 @@ CSV_COLUMNS = ('method', 'color_var', 'n', 'mean', 'std', 'paper', 'conflicting_
                'probe_color_acc', 'color_acc')
 
 
+def smoke_readme_refusal(holder):
+    """The error for a README section asked of smoke runs (``holder`` says which folders hold them)."""
+    from utils import UserError
+    return UserError(f'{holder}; their numbers are not results and are not written into a README')
+
+
 def fmt(x):
     return DASH if x is None else f'{x:.4f}'
 
