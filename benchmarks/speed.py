@@ -308,6 +308,9 @@ def build_parser():
                    help='with --readme: the file whose <!-- train_time:begin/end --> section gets what bash train.sh '
                         'costs at the measured epoch times (default: the --readme file)')
     p.add_argument('--check', action='store_true', help='exit with status 1 when a target is missed')
+    p.add_argument('--from_json', default=None, metavar='FILE',
+                   help='measure nothing: print (and with --readme write) the report of a saved --json record, '
+                        'e.g. one a GPU machine wrote')
     return p
 
 
@@ -336,8 +339,28 @@ def resolve_precisions(args, device):
     return args
 
 
+def from_record(args, argv):
+    """The report of a saved record (--from_json), printed and, with --readme, written with the command."""
+    try:
+        with open(args.from_json) as fh:
+            res = json.loads(fh.read().strip().splitlines()[-1])
+        data_desc = res.get('data_desc') or f"{res['data']} Colored-MNIST"
+        text = report(res, data_desc)
+    except (OSError, ValueError, KeyError, IndexError) as e:
+        raise UserError(f'--from_json {args.from_json}: not a record benchmarks/speed.py --json wrote ({e}); '
+                        'give the file that run wrote') from None
+    print(text)
+    if args.readme:
+        shown = without_options(argv if argv is not None else sys.argv[1:], ('--readme', '--train_time_readme'))
+        cmd = 'python benchmarks/speed.py ' + ' '.join(shown)
+        replace_readme_section(args.readme, args.section, f'```\n$ {cmd.strip()}\n{text}\n```')
+    return res
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.from_json:
+        return from_record(args, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device or 'auto')
@@ -351,6 +374,7 @@ def main(argv=None):
     log(f'data: {data_desc}, {len(labels)} images; device {device}')
     times = measure(args, device, images, labels, log)
     res = summarise(times, args, device, data_kind)
+    res['data_desc'] = data_desc
     print(report(res, data_desc))
     line = json.dumps(res)
     if args.json:

@@ -94,7 +94,7 @@ def test_fp32_runs_record_tf32_off_and_turn_it_off():
 
 def test_a_run_records_where_and_with_what_it_ran(small_data_dir, tmp_path):
     runs = tmp_path / 'runs'
-    assert run_py(train_args(small_data_dir, runs, 'r', '--dry_run', '--max_step', 1)).returncode == 0
+    assert run_py(train_args(small_data_dir, runs, 'r', '--dry_run', '--max_step', 1, '--device', 'cpu')).returncode == 0
     import json
     opts = json.loads((runs / 'r' / 'options.json').read_text())
     env = opts['environment']
@@ -113,6 +113,9 @@ def test_checkpoints_of_a_cpu_run_read_no_cuda_state(monkeypatch, small_data_dir
     class Batches:
         def get_state(self):
             return {}
+
+        def set_state(self, state):
+            pass
     state = checkpoint.rng_state(Batches(), torch.device('cpu'))
     assert 'cuda' not in state
 
@@ -124,6 +127,9 @@ def test_checkpoints_of_a_cuda_run_hold_their_own_device_state_only():
     class Batches:
         def get_state(self):
             return {}
+
+        def set_state(self, state):
+            pass
     state = checkpoint.rng_state(Batches(), device)
     assert isinstance(state['cuda'], torch.Tensor)
     torch.cuda.manual_seed(123)

@@ -142,3 +142,20 @@ def test_authors_lnl_step_updates_as_the_project_lnl_does():
         for (name, a), (_, b) in pairs:
             assert torch.allclose(a.double(), b.double(), atol=1e-7, rtol=1e-6), f'{module}.{name}'
     assert any(not torch.equal(a, b) for a, b in zip(before, ours.net.parameters()))
+
+
+def test_a_saved_record_gives_the_same_report(capsys, tmp_path):
+    """--from_json renders the table a run on another machine (a GPU) saved, as that run printed it."""
+    import pytest
+    from utils import UserError
+    record = tmp_path / 'speed.json'
+    speed.main(['--quick', '--iters', '2', '--warmup', '1', '--synthetic', '--n_images', '512', '--num_workers', '0',
+                '--device', 'cpu', '--threads', '1', '--precisions', 'fp32', '--json', str(record)])
+    printed = capsys.readouterr().out.strip().splitlines()[:-1]  # the table, without the JSON line
+    readme = tmp_path / 'speed.md'
+    readme.write_text('<!-- speed_gpu:begin -->\n<!-- speed_gpu:end -->\n', encoding='utf-8')
+    speed.main(['--from_json', str(record), '--readme', str(readme), '--section', 'speed_gpu'])
+    assert capsys.readouterr().out.strip().splitlines() == printed
+    assert '\n'.join(printed) in readme.read_text(encoding='utf-8')
+    with pytest.raises(UserError, match='not a record'):
+        speed.main(['--from_json', str(readme)])
