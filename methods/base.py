@@ -5,7 +5,7 @@ import warnings
 
 import torch
 
-from models import ColorPredictor, ConvNet, color_accuracy, cross_entropy
+from models import ColorPredictor, ConvNet, accuracy, color_accuracy, cross_entropy
 from models.weights import load_net_weights
 
 
@@ -31,6 +31,9 @@ class Method:
     ``architecture``     what its checkpoints hold, for the error on a file of another architecture
     ``flush_denormal``   train with denormal floats flushed to zero on the CPU (``torch.set_flush_denormal``)
     ``in_default_grid``  a row of the sweep's default grid (the paper's Fig. 4); else run when asked for
+    ``packable``         its runs can train packed (``train_pack.py``): its update reduces every loss with the
+                         ``members`` argument of :mod:`models.losses` and backpropagates through :meth:`backward`,
+                         and its networks take ``members`` (``self.members`` runs as one; 1 alone)
 
     What a method with networks of its own overrides (the defaults are the paper's f∘g and h):
     :meth:`networks` and :meth:`weight_sizes` (test.py rebuilds the networks from a checkpoint with them),
@@ -50,12 +53,14 @@ class Method:
     architecture = 'an f∘g with bn0, conv1..conv4, fc'
     flush_denormal = False
     in_default_grid = True
+    packable = False
 
-    def __init__(self, opt, device):
+    def __init__(self, opt, device, members=1):
         self.opt = opt
         self.device = device
+        self.members = members
         fmt = torch.channels_last if opt.channels_last else torch.contiguous_format
-        net, h = self.networks(opt.n_class, opt.feat_ch, opt.num_bins)
+        net, h = self.networks(opt.n_class, opt.feat_ch, opt.num_bins, **({'members': members} if members > 1 else {}))
         self.net = net.to(device, memory_format=fmt)
         self.h = h.to(device, memory_format=fmt)
         self.optimizers = self.make_optimizers()
@@ -67,11 +72,12 @@ class Method:
             self._f, self._g = torch.compile(self.net.f), torch.compile(self.net.g)
 
     @classmethod
-    def networks(cls, n_class, feat_ch, num_bins):
+    def networks(cls, n_class, feat_ch, num_bins, members=1):
         """``(net, h)``, freshly initialised: ``net(x)`` returns ``(features, logits)``, ``net.f`` the features
         h and the probe read, ``net.g`` the logits from them; ``h(features)`` a list of colour logits, one per
-        channel (R, G, B)."""
-        return ConvNet(num_classes=n_class, feat_ch=feat_ch), ColorPredictor(in_ch=feat_ch, num_bins=num_bins)
+        channel (R, G, B). ``members``: that many as one (a packable method's)."""
+        return (ConvNet(num_classes=n_class, feat_ch=feat_ch, members=members),
+                ColorPredictor(in_ch=feat_ch, num_bins=num_bins, members=members))
 
     @classmethod
     def weight_sizes(cls, net_sd, h_sd):
@@ -156,14 +162,18 @@ class Method:
         """``(features, logits, digit cross-entropy)`` of f∘g (call it under :meth:`autocast`; the loss in float32)."""
         feat = self._f(images)
         logits = self._g(feat)
-        return feat, logits, cross_entropy(logits.float(), labels)
+        return feat, logits, cross_entropy(logits.float(), labels, members=self.members)
 
     @staticmethod
-    def _acc(logits, labels):
-        return (logits.argmax(1) == labels).float().mean()
+    def backward(loss):
+        """Backpropagate a loss: one run's (0-d), or the sum of a pack's members' ((K,): each member's weights get
+        the gradient of its own loss only)."""
+        (loss.sum() if loss.dim() else loss).backward()
 
-    @staticmethod
-    def _color_acc(color_logits, target):
+    def _acc(self, logits, labels):
+        return accuracy(logits, labels, members=self.members)
+
+    def _color_acc(self, color_logits, target):
         """The colour predictor's bin accuracy over the positions that are not ignored."""
-        correct, counted = color_accuracy([lg.detach() for lg in color_logits], target)
+        correct, counted = color_accuracy([lg.detach() for lg in color_logits], target, members=self.members)
         return correct / counted.clamp_min(1)

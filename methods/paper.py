@@ -35,24 +35,23 @@ SGD with momentum and weight decay for f∘g and for h, learning rate x ``lr_dec
 ``lr_decay_period`` epochs (Sec. 4.1 and the authors' scripts).
 
 """
-import torch.nn.functional as F
-
 from methods.autograd import frozen, grad_reverse
 from methods.base import Method
 from methods.registry import Card, HyperParameter, register
-from models import color_loss, neg_entropy
+from models import color_loss, neg_entropy, uniform_cross_entropy
 
 
 @register
 class Baseline(Method):
     name, card = 'baseline', Card('Baseline', 'tab:blue')
     probed = True
+    packable = True
 
     def update(self, images, colors, labels):
         with self.autocast():
             _, logits, loss = self.classify(images, labels)
         self.zero_grad()
-        loss.backward()
+        self.backward(loss)
         self.optimizers['net'].step()
         return {'loss_cls': loss.detach(), 'acc': self._acc(logits.detach(), labels)}
 
@@ -70,6 +69,7 @@ class LNL(Method):
     uses_h = True
     start_from, lr = 'baseline', 0.001
     probed = True
+    packable = True
     hyper_parameters = (
         HyperParameter('--lambda', 'lambda_', 0.01, 'LNL: weight of the negative-entropy (mutual-information) term'),
         HyperParameter('--mu', 'mu', 0.1, 'LNL: gradient-reversal scale'),
@@ -91,10 +91,10 @@ class LNL(Method):
         with self.autocast():
             feat, logits, loss_cls = self.classify(images, labels)
             with frozen(self.h):
-                loss_mi = neg_entropy([lg.float() for lg in self.h(feat)])
+                loss_mi = neg_entropy([lg.float() for lg in self.h(feat)], members=self.members)
             loss = loss_cls + self.opt.lambda_ * loss_mi
         self.zero_grad()
-        loss.backward()
+        self.backward(loss)
         self.optimizers['net'].step()
         return {'loss_cls': loss_cls.detach(), 'loss_mi': loss_mi.detach(),
                 'acc': self._acc(logits.detach(), labels)}
@@ -105,13 +105,13 @@ class LNL(Method):
         with self.autocast():
             feat = grad_reverse(self._f(images), self.opt.mu)
             color_logits = [lg.float() for lg in self.h(feat)]
-            loss_color = color_loss(color_logits, colors)
+            loss_color = color_loss(color_logits, colors, members=self.members)
         if self.opt.optim_semantics == 'pytorch0.4':
             self.optimizers['net'].zero_grad(set_to_none=False)  # g keeps a zero gradient and steps on it
             self.optimizers['h'].zero_grad()
         else:
             self.zero_grad()
-        loss_color.backward()
+        self.backward(loss_color)
         self.optimizers['net'].step()
         self.optimizers['h'].step()
         return {'loss_color': loss_color.detach(), 'color_acc': self._color_acc(color_logits, colors)}
@@ -122,6 +122,7 @@ class BlindEye(Method):
     name, card = 'blindeye', Card('BlindEye', 'tab:orange')
     uses_h = True
     start_from, lr = 'baseline', 0.001
+    packable = True
     hyper_parameters = (
         HyperParameter('--alpha', 'alpha', 1.0, 'BlindEye: weight of the confusion loss'),
     )
@@ -132,13 +133,12 @@ class BlindEye(Method):
             feat, logits, loss_cls = self.classify(images, labels)
             with frozen(self.h):
                 # CE(uniform, p) = -mean_bins log p, averaged over positions and channels
-                loss_conf = sum(-F.log_softmax(lg.float(), dim=1).mean(dim=1).mean()
-                                for lg in self.h(feat)) / len(self.h.heads)
+                loss_conf = uniform_cross_entropy([lg.float() for lg in self.h(feat)], members=self.members)
             color_logits = [lg.float() for lg in self.h(feat.detach())]
-            loss_color = color_loss(color_logits, colors)
+            loss_color = color_loss(color_logits, colors, members=self.members)
         # The two objectives touch disjoint parameters (f, g vs h), so one backward serves both.
         self.zero_grad()
-        (loss_cls + opt.alpha * loss_conf + loss_color).backward()
+        self.backward(loss_cls + opt.alpha * loss_conf + loss_color)
         self.optimizers['net'].step()
         self.optimizers['h'].step()
         return {'loss_cls': loss_cls.detach(), 'loss_conf': loss_conf.detach(),

@@ -89,8 +89,11 @@ def get(name):
         raise KeyError(f'unknown method {name!r}; registered: {", ".join(method_names())}') from None
 
 
-def build_method(opt, device):
+def build_method(opt, device, members=1):
+    """The method of ``opt`` on ``device``; ``members > 1``: that many runs of it as one (a packable method's)."""
     resolve_arithmetic(opt, device)
+    if members > 1:
+        return get(opt.method)(opt, device, members=members)
     return get(opt.method)(opt, device)
 
 

@@ -1,4 +1,6 @@
-from models.networks import (ColorHead, ColorPredictor, ConvNet, color_accuracy, color_loss, cross_entropy,
-                             neg_entropy, one_hot_cross_entropy)
+from models.losses import (accuracy, color_accuracy, color_loss, cross_entropy, neg_entropy, one_hot_cross_entropy,
+                           uniform_cross_entropy)
+from models.networks import ColorHead, ColorPredictor, ConvNet, GroupedLinear
 
-__all__ = ['ConvNet', 'ColorHead', 'ColorPredictor', 'color_loss', 'neg_entropy', 'color_accuracy']
+__all__ = ['ConvNet', 'ColorHead', 'ColorPredictor', 'GroupedLinear', 'color_loss', 'neg_entropy', 'color_accuracy',
+           'cross_entropy', 'one_hot_cross_entropy', 'uniform_cross_entropy', 'accuracy']

@@ -10,6 +10,11 @@
   ``fast_f = False`` computes f literally as the authors' code does (the speed benchmark's reference).
 * ``ColorPredictor`` is h: one small per-pixel classifier per colour channel (R, G, B), each predicting
   the channel's bin (``value // 32``) at every position of f's feature map.
+* ``members = K > 1``: K networks of this architecture as one (runs trained together, ``train_pack.py``): every
+  convolution grouped K ways, every BatchNorm over the K members' channels side by side, the linear layer a
+  :class:`GroupedLinear`. Member k's images are input channels ``3k..3k+2`` of each batch position, its features
+  and logits the k-th block of channels, and member k's weights are the k-th block (along dim 0) of every
+  parameter and buffer (:mod:`models.pack`). No weight or statistic is shared between members.
 """
 import math
 
@@ -22,15 +27,16 @@ class ConvNet(nn.Module):
     """f: BN(3) -> conv5x5 3->32 -> ReLU -> maxpool 3/2 (14x14) -> conv3x3 32->32 -> ReLU.
     g: conv3x3/2 32->64 -> ReLU (7x7) -> conv3x3 64->64 -> ReLU -> avgpool 7 -> linear 64->classes."""
 
-    def __init__(self, num_classes=10, feat_ch=32):
+    def __init__(self, num_classes=10, feat_ch=32, members=1):
         super().__init__()
         self.fast_f = True  # False: f exactly as the authors' code writes it (see f)
-        self.bn0 = nn.BatchNorm2d(3)
-        self.conv1 = nn.Conv2d(3, feat_ch, kernel_size=5, stride=1, padding=2)
-        self.conv2 = nn.Conv2d(feat_ch, feat_ch, kernel_size=3, stride=1, padding=1)
-        self.conv3 = nn.Conv2d(feat_ch, 64, kernel_size=3, stride=2, padding=1)
-        self.conv4 = nn.Conv2d(64, 64, kernel_size=3, stride=1, padding=1)
-        self.fc = nn.Linear(64, num_classes)
+        self.members = k = members
+        self.bn0 = nn.BatchNorm2d(3 * k)
+        self.conv1 = nn.Conv2d(3 * k, feat_ch * k, kernel_size=5, stride=1, padding=2, groups=k)
+        self.conv2 = nn.Conv2d(feat_ch * k, feat_ch * k, kernel_size=3, stride=1, padding=1, groups=k)
+        self.conv3 = nn.Conv2d(feat_ch * k, 64 * k, kernel_size=3, stride=2, padding=1, groups=k)
+        self.conv4 = nn.Conv2d(64 * k, 64 * k, kernel_size=3, stride=1, padding=1, groups=k)
+        self.fc = nn.Linear(64, num_classes) if k == 1 else GroupedLinear(64, num_classes, k)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -38,7 +44,7 @@ class ConvNet(nn.Module):
         conv biases and the linear layer keep PyTorch's defaults."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
                 with torch.no_grad():
                     m.weight.normal_(0, math.sqrt(2.0 / n))
             elif isinstance(m, nn.BatchNorm2d):
@@ -86,11 +92,14 @@ class ConvNet(nn.Module):
             mean, var = bn.running_mean, bn.running_var
         scale = bn.weight * torch.rsqrt(var + bn.eps)
         shift = bn.bias - scale * mean
-        w = self.conv1.weight
+        w, k = self.conv1.weight, self.conv1.groups
         frame = shift.view(1, -1, 1, 1).expand(1, x.shape[1], x.shape[2], x.shape[3])
-        shift_map = F.conv2d(frame, w, self.conv1.bias, self.conv1.stride, self.conv1.padding)
-        return AddImage.apply(F.conv2d(x, w * scale.view(1, -1, 1, 1), None, self.conv1.stride, self.conv1.padding),
-                              shift_map)
+        shift_map = F.conv2d(frame, w, self.conv1.bias, self.conv1.stride, self.conv1.padding, groups=k)
+        if k == 1:
+            scaled = w * scale.view(1, -1, 1, 1)
+        else:  # member j's filters scale by member j's input channels
+            scaled = (w.unflatten(0, (k, -1)) * scale.view(k, 1, -1, 1, 1)).flatten(0, 1)
+        return AddImage.apply(F.conv2d(x, scaled, None, self.conv1.stride, self.conv1.padding, groups=k), shift_map)
 
     def g(self, feat):
         x = F.relu(self.conv3(feat))
@@ -144,14 +153,35 @@ class AddImage(torch.autograd.Function):
         return grad, summed.to(ctx.image_dtype)
 
 
+class GroupedLinear(nn.Module):
+    """K linear layers ``in_features -> out_features`` side by side: (N, K * in) -> (N, K * out), member k's
+    weight the k-th block of rows of ``weight`` (K * out, in); initialised as ``nn.Linear`` is."""
+
+    def __init__(self, in_features, out_features, members):
+        super().__init__()
+        self.members, self.out_features = members, out_features
+        self.weight = nn.Parameter(torch.empty(members * out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(members * out_features))
+        bound = 1 / math.sqrt(in_features)
+        nn.init.uniform_(self.weight, -bound, bound)  # nn.Linear's init: kaiming_uniform(a=sqrt(5)) = this bound
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x):
+        k = self.members
+        w = self.weight.unflatten(0, (k, self.out_features))  # (K, out, in)
+        y = torch.bmm(x.unflatten(1, (k, -1)).transpose(0, 1), w.transpose(1, 2))  # (K, N, out)
+        return (y.transpose(0, 1) + self.bias.view(k, -1)).flatten(1)
+
+
 class ColorHead(nn.Module):
     """h for one colour channel: conv3x3 -> BN -> ReLU -> conv3x3 -> logits over ``num_bins``."""
 
-    def __init__(self, in_ch=32, num_bins=8):
+    def __init__(self, in_ch=32, num_bins=8, members=1):
         super().__init__()
-        self.pred_conv1 = nn.Conv2d(in_ch, in_ch, kernel_size=3, stride=1, padding=1)
-        self.pred_bn1 = nn.BatchNorm2d(in_ch)
-        self.pred_conv2 = nn.Conv2d(in_ch, num_bins, kernel_size=3, stride=1, padding=1)
+        k = members
+        self.pred_conv1 = nn.Conv2d(in_ch * k, in_ch * k, kernel_size=3, stride=1, padding=1, groups=k)
+        self.pred_bn1 = nn.BatchNorm2d(in_ch * k)
+        self.pred_conv2 = nn.Conv2d(in_ch * k, num_bins * k, kernel_size=3, stride=1, padding=1, groups=k)
 
     def forward(self, feat):
         return self.pred_conv2(F.relu(self.pred_bn1(self.pred_conv1(feat))))
@@ -165,54 +195,10 @@ class ColorPredictor(nn.Module):
     measured slower on the CPU, so the heads run one after the other.)
     """
 
-    def __init__(self, in_ch=32, num_bins=8, num_channels=3):
+    def __init__(self, in_ch=32, num_bins=8, num_channels=3, members=1):
         super().__init__()
-        self.heads = nn.ModuleList(ColorHead(in_ch, num_bins) for _ in range(num_channels))
+        self.members = members
+        self.heads = nn.ModuleList(ColorHead(in_ch, num_bins, members) for _ in range(num_channels))
 
     def forward(self, feat):
         return [head(feat) for head in self.heads]
-
-
-def color_loss(logits, target, ignore_index=255):
-    """Sum over channels of the per-pixel cross-entropy, background ignored: CE_R + CE_G + CE_B."""
-    return sum(cross_entropy(lg, target[:, c], ignore_index=ignore_index) for c, lg in enumerate(logits))
-
-
-def cross_entropy(logits, target, ignore_index=-100):
-    """``F.cross_entropy`` (mean over the positions whose target is not ``ignore_index``). Under
-    ``torch.use_deterministic_algorithms`` on CUDA, whose NLL loss has no deterministic kernel, the same
-    value from a one-hot mask (:func:`one_hot_cross_entropy`: element-wise products and sums only)."""
-    if logits.is_cuda and torch.are_deterministic_algorithms_enabled():
-        return one_hot_cross_entropy(logits, target, ignore_index)
-    return F.cross_entropy(logits, target, ignore_index=ignore_index)
-
-
-def one_hot_cross_entropy(logits, target, ignore_index=-100):
-    """Cross-entropy of (N, C[, ...]) logits and (N[, ...]) targets without a gather or an NLL kernel."""
-    logp = F.log_softmax(logits, dim=1)
-    valid = target != ignore_index
-    onehot = F.one_hot(torch.where(valid, target, torch.zeros_like(target)), logits.shape[1])
-    nll = -(logp * onehot.movedim(-1, 1).to(logp.dtype)).sum(dim=1)
-    return (nll * valid).sum() / valid.sum()
-
-
-def neg_entropy(logits):
-    """Mean over batch and positions of sum_bins p log p (the negative entropy), averaged over the
-    channels; from log-softmax so that it stays finite when h is certain."""
-    terms = []
-    for lg in logits:
-        logp = F.log_softmax(lg, dim=1)
-        terms.append((logp.exp() * logp).sum(dim=1).mean())
-    return sum(terms) / len(terms)
-
-
-def color_accuracy(logits, target, ignore_index=255):
-    """Fraction of non-background (pixel, channel) positions whose bin h predicts correctly.
-    Returns (correct, counted) as tensors so callers can sum without synchronising."""
-    correct = torch.zeros((), device=target.device)
-    counted = torch.zeros((), device=target.device)
-    for c, lg in enumerate(logits):
-        mask = target[:, c] != ignore_index
-        correct = correct + ((lg.argmax(1) == target[:, c]) & mask).sum()
-        counted = counted + mask.sum()
-    return correct, counted

@@ -8,6 +8,8 @@ from conftest import assert_user_error, run_py, run_subprocess
 ENTRY_POINTS = {
     'train.py': (['train.py'], ['-e', 'x', '--use_pretrain', '--save_dir', '{tmp}'],
                  '--use_pretrain needs --checkpoint'),
+    'train_pack.py': (['train_pack.py'], ['--run', '-e x --method csad', '--run', '-e y --method csad'],
+                      'does not train packed'),
     'test.py': (['test.py'], ['-e', 'nothing', '--save_dir', '{tmp}'], 'no checkpoint in'),
     'sweep': (['-m', 'experiments.sweep'], ['--methods', 'lnl', '--out', '{tmp}'], 'lnl starts from the baseline run'),
     'collect_results': (['-m', 'experiments.collect_results'], ['{tmp}/missing'], 'does not exist'),

@@ -8,8 +8,8 @@ from conftest import ROOT
 # Lower numbers are lower layers; a module may import its own layer or lower ones. Entry points (train.py,
 # test.py) sit above the library and below nothing: no module imports them.
 LAYERS = {'utils': 0, 'dataset': 1, 'models': 1, 'methods': 2, 'checkpoint': 3, 'run_folder': 4,
-          'evaluation': 5, 'trainer': 5, 'option': 5, 'experiments': 7, 'benchmarks': 7}
-ENTRY_POINTS = ('train', 'test')
+          'evaluation': 5, 'trainer': 5, 'option': 5, 'packing': 5, 'run_setup': 5, 'experiments': 7, 'benchmarks': 7}
+ENTRY_POINTS = ('train', 'test', 'train_pack')
 SKIP = ('.venv', 'tests', 'data', 'runs', 'smoke', 'sweeps', '.git')
 
 
