@@ -99,3 +99,35 @@ def test_deterministic_resume_on_cuda_equals_a_straight_run(small_data_dir, tmp_
     a = torch.load(runs / 'a' / 'checkpoint_last.pth', weights_only=True)['net_state_dict']
     b = torch.load(runs / 'b' / 'checkpoint_last.pth', weights_only=True)['net_state_dict']
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize('method', [n for n in methods.method_names() if methods.get(n).packable])
+def test_a_packed_update_on_cuda_equals_the_runs_updates(method):
+    """Three runs packed as one (grouped convolutions in cuDNN) against the same three runs' updates, fp32 with TF32
+    off, on CUDA: the weights after one update of each, as one vector (relative L2 error)."""
+    from models.pack import member_state_dict, pack_state_dicts
+    device, k = torch.device('cuda'), 3
+    opt = get_option(['-e', 'gpu', '--method', method, '--precision', 'fp32', '--device', 'cuda'])
+    views = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        views.append(methods.build_method(opt, device))
+    packed = methods.build_method(opt, device, members=k)
+    for name in ('net', 'h'):
+        getattr(packed, name).load_state_dict(pack_state_dicts([getattr(v, name).state_dict() for v in views]))
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(64, 3, 28, 28, generator=g), torch.randint(0, 8, (64, 3, 14, 14), generator=g),
+                torch.randint(0, 10, (64,), generator=g)) for _ in range(k)]
+    batches = [tuple(t.to(device) for t in b) for b in batches]
+    fmt = torch.channels_last if opt.channels_last else torch.contiguous_format
+    for v, b in zip(views, batches):
+        v.update(b[0].contiguous(memory_format=fmt), *b[1:])
+    packed.update(torch.cat([b[0] for b in batches], 1).contiguous(memory_format=fmt),
+                  torch.cat([b[1] for b in batches], 1), torch.stack([b[2] for b in batches], 1))
+    for name in ('net', 'h'):
+        whole = getattr(packed, name).state_dict()
+        for i, v in enumerate(views):
+            mine, theirs = getattr(v, name).state_dict(), member_state_dict(whole, i, k)
+            a = torch.cat([mine[n].flatten().double() for n in mine if mine[n].is_floating_point()])
+            b = torch.cat([theirs[n].flatten().double() for n in mine if mine[n].is_floating_point()])
+            assert (a - b).norm() <= 1e-5 * a.norm(), (method, name, i, float((a - b).norm() / a.norm()))

@@ -1,15 +1,18 @@
-"""benchmarks/gpu_fig4.sh end to end on the CPU at a toy budget (TOY=1: dry runs of one epoch): the grid is trained,
-its records and the archives come back, and a second allocation trains only what the first left."""
+"""benchmarks/gpu_fig4.sh end to end on the CPU at a toy budget (TOY=1: dry runs of one epoch, two variances packed
+two to a network): the grid is trained, its records and the archives come back, and a second allocation trains only
+what the first left."""
+import json
 import os
 import subprocess
 import sys
 import tarfile
 
-from conftest import ROOT
+from conftest import ROOT, fake_mnist
+from dataset import colored_mnist
 
 
 def run_script(out, records, data_dir, **env):
-    full = dict(os.environ, TOY='1', VARS='0.020', SEEDS='1', METHODS='baseline lnl', DATA_DIR=str(data_dir),
+    full = dict(os.environ, TOY='1', VARS='0.020 0.035', SEEDS='1', PACK='2', METHODS='baseline lnl', DATA_DIR=str(data_dir),
                 RECORDS=str(records),
                 PYTHON=sys.executable, OMP_NUM_THREADS='1', **env)
     return subprocess.run(['bash', os.path.join(ROOT, 'benchmarks', 'gpu_fig4.sh'), str(out)], env=full, cwd=ROOT,
@@ -17,18 +20,22 @@ def run_script(out, records, data_dir, **env):
 
 
 def test_gpu_fig4_toy_trains_the_grid_returns_archives_and_continues(small_data_dir, tmp_path):
+    data = colored_mnist.generate(fake_mnist(), 0.035, seed=3)
+    colored_mnist.save(data, colored_mnist.file_path(str(small_data_dir), 0.035))
     records = tmp_path / 'records' / 'gpu_e100'
     proc = run_script(tmp_path / 'out', records, small_data_dir, RUNS_AT_ONCE='2', FIG_MIN='5')
     assert proc.returncode == 0, proc.stdout + proc.stderr
     names = sorted(n for n in os.listdir(records) if (records / n).is_dir())
-    assert names == ['baseline_var0.020_seed1', 'lnl_var0.020_seed1'], names
+    assert names == ['baseline_var0.020_seed1', 'baseline_var0.035_seed1', 'lnl_var0.020_seed1',
+                     'lnl_var0.035_seed1'], names
     assert all((records / n / 'results.jsonl').is_file() and (records / n / 'options.json').is_file() for n in names)
     out = sorted(os.listdir(tmp_path / 'out'))
     assert out == ['checks.tgz', 'records.tgz', 'summary.txt'], out  # dry runs ship no weights
     with tarfile.open(tmp_path / 'out' / 'records.tgz') as tar:
         assert 'gpu_e100/lnl_var0.020_seed1/results.jsonl' in tar.getnames()
     summary = (tmp_path / 'out' / 'summary.txt').read_text()
-    assert 'throughput: 2 epochs trained' in summary and 'every cell has its records' in summary
+    assert 'throughput: 4 epochs trained' in summary and 'every cell has its records' in summary
+    assert json.loads((records / 'lnl_var0.035_seed1' / 'options.json').read_text())['pack'] == 2
 
     again = run_script(tmp_path / 'out2', records, small_data_dir, RUNS_AT_ONCE='2', FIG_MIN='5')
     assert again.returncode == 0, again.stdout + again.stderr

@@ -7,6 +7,7 @@ import pytest
 from conftest import assert_user_error, run_py
 from experiments import sweep
 from experiments.sweep import cli, devices, launchers, runner
+from utils import UserError
 
 
 def _sweep(small_data_dir, out, launcher, *extra, methods=('baseline', 'lnl')):
@@ -282,3 +283,40 @@ def test_the_in_process_steps_do_not_import_the_entry_scripts_as_modules():
             'print(sorted(m for m in ("train", "test") if m in sys.modules))\n')
     proc = run_subprocess(['-c', code])
     assert proc.returncode == 0 and proc.stdout.strip() == '[]', proc.stdout + proc.stderr
+
+
+def test_a_packed_sweep_trains_each_method_as_packs_and_resumes_them(small_data_dir, tmp_path):
+    """--pack 2: the two seeds of each method train as one pack (the LNL pack after the baseline pack it starts
+    from), each into its own run folder, evaluated by test.py; a relaunch resumes an unfinished pack as one."""
+    out = tmp_path / 'sweep'
+    args = ['-m', 'experiments.sweep', '--color_vars', '0.020', '--methods', 'baseline', 'lnl', '--seeds', '1', '2',
+            '--out', out, '--data_dir', small_data_dir, '--launcher', 'local', '--pack', '2', '--pack_on_cpu',
+            '--no_probe', '--', '--dry_run', '--max_step', '2']
+    proc = run_py(args, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    names = [f'{m}_var0.020_seed{s}' for m in ('baseline', 'lnl') for s in (1, 2)]
+    for name in names:
+        assert f'finished   {name}' in proc.stdout, proc.stdout
+        opts = json.loads((out / name / 'options.json').read_text())
+        assert opts['pack'] == 2
+        last = [json.loads(x) for x in (out / name / 'results.jsonl').read_text().splitlines()][-1]
+        assert 'test_acc' in last
+    assert 'train_pack.py' in (out / 'lnl_var0.020_seed1' / 'sweep.log').read_text()
+    assert 'trained in a pack of 2' in (out / 'lnl_var0.020_seed2' / 'sweep.log').read_text()
+    for name in names[2:]:  # an unfinished pack: both runs resume, together
+        os.remove(out / name / 'done')
+    proc = run_py(args, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert all(f'finished   {n}' in proc.stdout for n in names[2:]) and 'skipped    baseline' in proc.stdout
+    commands = [ln for ln in (out / 'lnl_var0.020_seed1' / 'sweep.log').read_text().splitlines() if ln.startswith('$')]
+    assert commands[-2].count('--resume') == 2 and 'train_pack.py' in commands[-2], commands[-2:]
+
+
+def test_pack_on_a_cpu_trains_one_by_one_and_refusals(tmp_path):
+    args = cli.parse(['--out', str(tmp_path), '--pack', '4', '--', '--device', 'cpu'])
+    assert args.pack == 1
+    assert cli.parse(['--out', str(tmp_path), '--pack', '4', '--pack_on_cpu', '--', '--device', 'cpu']).pack == 4
+    for extra, message in ((['--launcher', 'slurm'], 'goes with --launcher local'),
+                           (['--methods', 'csad_base'], 'does not train packed')):
+        with pytest.raises(UserError, match=message):
+            cli.parse(['--out', str(tmp_path), '--pack', '2', '--pack_on_cpu', *extra])

@@ -62,6 +62,11 @@ def build_parser():
                         'given after --) and the visible GPUs, if any, dealt round-robin (one per run where there are '
                         'K); multi_gpu: K runs per GPU. On the 2-core CPU of docs/speed.md two runs '
                         'of one thread each finish a grid faster than one run of two threads (its throughput table)')
+    p.add_argument('--pack', type=positive_int, default=1, metavar='K',
+                   help='train up to K runs of one method as one network (train_pack.py; the same numbers as alone): '
+                        'for a GPU, where one small run leaves the card idle. Runs on the CPU train one by one '
+                        'unless --pack_on_cpu (packing measured no faster there: docs/speed.md)')
+    p.add_argument('--pack_on_cpu', action='store_true', help='pack (--pack K) runs that train on the CPU too')
     p.add_argument('--no_probe', action='store_true', help='skip the bias-leakage probe after training')
     p.add_argument('--overwrite', action='store_true',
                    help='train again the runs in --out whose options differ from this request (without it they '
@@ -150,10 +155,34 @@ def parse(argv=None):
     if args.launcher == 'local' and args.runs_at_once > usable_cores():
         raise UserError(f'--runs_at_once {args.runs_at_once} on {usable_cores()} core(s): each run needs a core of '
                         f'its own; give at most {usable_cores()}')
+    if args.pack > 1:
+        check_pack(args, train_args)
     args.train_args = train_args
     args.out = os.path.abspath(args.out)
     args.data_dir = os.path.abspath(args.data_dir)
     return args
+
+
+def check_pack(args, train_args):
+    """--pack K: with a launcher that runs here or on this machine's GPUs; on a CPU only with --pack_on_cpu (else
+    one note, and the runs train one by one)."""
+    if args.launcher not in ('local', 'multi_gpu'):
+        raise UserError(f'--pack goes with --launcher local or multi_gpu, not {args.launcher}')
+    unpackable = [m for m in dict.fromkeys(args.methods) if not methods.get(m).packable]
+    if unpackable:
+        raise UserError(f'--pack: {" ".join(unpackable)} does not train packed; run it in a sweep without --pack')
+    device = 'auto'
+    for i, a in enumerate(train_args):
+        if a == '--device' and i + 1 < len(train_args):
+            device = train_args[i + 1]
+        elif a.startswith('--device='):
+            device = a.split('=', 1)[1]
+    from experiments.sweep import devices
+    on_cpu = device == 'cpu' or (device == 'auto' and not devices.visible_gpus())
+    if on_cpu and not args.pack_on_cpu:
+        print(f'note: --pack {args.pack}: the runs train on the CPU, where packing measured no faster (docs/speed.md); '
+              'they train one by one (--pack_on_cpu to pack them all the same)', file=sys.stderr)
+        args.pack = 1
 
 
 def refuse_real_runs(out):

@@ -14,6 +14,25 @@ def with_threads(spec, threads):
     return dict(spec, train=spec['train'] + ['--threads', str(threads)])
 
 
+def units(phase, args):
+    """The phase's runs as the units the launchers start: one run each, or with ``args.pack`` > 1 packs of up to
+    that many runs of one method (in the phase's order)."""
+    if getattr(args, 'pack', 1) <= 1:
+        return [[spec] for spec in phase]
+    by_method = {}
+    for spec in phase:
+        by_method.setdefault(spec['method'], []).append(spec)
+    return [group[i:i + args.pack] for group in by_method.values() for i in range(0, len(group), args.pack)]
+
+
+def run_unit(unit, **kwargs):
+    """One unit's ``{name: status}``: a run alone (:func:`runner.guarded`) or a pack (:func:`runner.guarded_pack`)."""
+    if len(unit) == 1:
+        return {unit[0]['name']: runner.guarded(unit[0], **kwargs)}
+    kwargs = {k: v for k, v in kwargs.items() if k in ('env', 'overwrite')}
+    return runner.guarded_pack(unit, **kwargs)
+
+
 def launch_slots(phases, bar, args, slots):
     """Runs on ``slots``, a list of ``(environment, train.py --threads)``: as many runs at once as slots, each
     slot one run at a time, in the phases' order. A run that starts from another run of this sweep waits for
@@ -29,27 +48,32 @@ def launch_slots(phases, bar, args, slots):
         free.put(slot)
     futures = {}
 
-    def on_slot(spec):
-        base = spec.get('base')
-        if base is not None and base['run_dir'] in futures:
-            futures[base['run_dir']].result()  # its base's run ends first (execute checks that it finished)
+    def on_slot(unit):
+        for spec in unit:
+            base = spec.get('base')
+            if base is not None and base['run_dir'] in futures:
+                futures[base['run_dir']].result()  # its base's run (or pack) ends first (plan checks it finished)
         env, threads = free.get()
         try:
-            return runner.guarded(with_threads(spec, threads), env=env, overwrite=args.overwrite)
+            return run_unit([with_threads(spec, threads) for spec in unit], env=env, overwrite=args.overwrite)
         finally:
             free.put((env, threads))
 
-    ordered = [spec for phase in phases for spec in phase]
+    ordered = [unit for phase in phases for unit in units(phase, args)]
     results = {}
     with ThreadPoolExecutor(max_workers=len(slots)) as pool:
-        for spec in ordered:  # a base is submitted (and its future stored) before any run that starts from it
-            futures[spec['run_dir']] = pool.submit(on_slot, spec)
-        for spec in ordered:
+        for unit in ordered:  # a base is submitted (and its future stored) before any run that starts from it
+            future = pool.submit(on_slot, unit)
+            for spec in unit:
+                futures[spec['run_dir']] = future
+        for unit in ordered:
             try:
-                results[spec['name']] = futures[spec['run_dir']].result()
-            except Exception as exc:  # outside the run's steps (the slot itself): still one line for the run
-                results[spec['name']] = runner.failure(exc)
-            bar.update()
+                done = futures[unit[0]['run_dir']].result()
+            except Exception as exc:  # outside the runs' steps (the slot itself): still one line for each run
+                done = {spec['name']: runner.failure(exc) for spec in unit}
+            for spec in unit:
+                results[spec['name']] = done[spec['name']]
+                bar.update()
     return results
 
 
@@ -71,11 +95,11 @@ def launch_local(phases, bar, args, in_process=False):
         return launch_slots(phases, bar, args, gpu_slots(args.runs_at_once, threads))
     results = {}
     for phase in phases:
-        for spec in phase:
-            bar.set_postfix_str(spec['name'])
-            results[spec['name']] = runner.guarded(spec, in_process=in_process, fresh=args.smoke,
-                                                   overwrite=args.overwrite, show=args.show_output)
-            bar.update()
+        for unit in units(phase, args):
+            bar.set_postfix_str(unit[0]['name'] + (f' (+{len(unit) - 1} packed)' if len(unit) > 1 else ''))
+            results.update(run_unit(unit, in_process=in_process, fresh=args.smoke, overwrite=args.overwrite,
+                                    show=args.show_output))
+            bar.update(len(unit))
     return results
 
 

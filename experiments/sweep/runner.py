@@ -86,26 +86,26 @@ def run_child(cmd, log, env=None, show=False):
         CHILDREN.discard(child)
 
 
-def execute(spec, env=None, in_process=False, fresh=False, overwrite=False, show=False):
-    """Train (or resume) and evaluate one run; returns its status. Runs in a subprocess so that one
-    run's failure or memory does not affect the others (``in_process``: in this one, for the seconds-long
-    smoke run); output goes to ``<run_dir>/sweep.log``. ``fresh`` trains again over a finished run.
+def plan(spec, fresh=False, overwrite=False):
+    """What one run needs: ``(status, None)`` when nothing (skipped, refused, not started), else ``(train, note)``:
+    the train.py arguments that train or resume it (None: training is done, only test.py is left) and the note of
+    its status line.
 
     A run that starts from another (``spec['base']``) starts only from that run's finished checkpoint (the
     one its ``done`` marker names), records its SHA-256, and is trained again when that start has changed.
     A run already in the folder is compared with the request (:func:`differences`): one that differs is
     refused, or trained again with ``overwrite``; one that trained fewer epochs than asked is extended."""
     if STOP['signal'] is not None:
-        return 'not started (sweep interrupted)'
+        return 'not started (sweep interrupted)', None
     state = status(spec)
     if state == 'running':
-        return f'skipped (process {RunLock.holder(spec["run_dir"])} is training in {spec["run_dir"]})'
+        return f'skipped (process {RunLock.holder(spec["run_dir"])} is training in {spec["run_dir"]})', None
     train = list(spec['train'])
     note = ''
     if spec.get('base') or spec.get('base_file'):
         start, digest = start_checkpoint(spec)
         if start is None:
-            return f'not started ({digest}: it starts once that run has finished as this request asks)'
+            return f'not started ({digest}: it starts once that run has finished as this request asks)', None
         train += ['--use_pretrain', '--checkpoint', start]
     if fresh and state in ('done', 'trained', 'partial'):
         state = 'new'  # --overwrite below replaces it
@@ -118,19 +118,23 @@ def execute(spec, env=None, in_process=False, fresh=False, overwrite=False, show
         elif diffs:
             if not overwrite:
                 return (f'refused (the run in {spec["run_dir"]} differs from this request: {describe(diffs)}; '
-                        'relaunch with --overwrite to train it again)')
+                        'relaunch with --overwrite to train it again)'), None
             state, note = 'new', f' (trained again, --overwrite: {describe(diffs)})'
         elif extend:
             state, note = 'partial', ' (extended to the requested epochs)'
     if state == 'done':
-        return 'skipped'
-    os.makedirs(spec['run_dir'], exist_ok=True)
-    log = run_folder.file(spec['run_dir'], run_folder.SWEEP_LOG)
-    steps = []
+        return 'skipped', None
     if state in ('new', 'partial'):
         # a 'new' folder holds no checkpoint: whatever an earlier start left there is replaced
-        steps.append(['train.py'] + train + (['--resume'] if state == 'partial' else ['--overwrite']))
-    steps.append(['test.py'] + spec['test'])
+        return train + (['--resume'] if state == 'partial' else ['--overwrite']), note
+    return None, note
+
+
+def run_steps(spec, steps, env=None, in_process=False, show=False):
+    """Run ``steps`` ([script, args...]) for one run, output appended to its sweep.log; None when all succeeded,
+    else the run's status line."""
+    os.makedirs(spec['run_dir'], exist_ok=True)
+    log = run_folder.file(spec['run_dir'], run_folder.SWEEP_LOG)
     with open_no_follow(log, 'a') as fh:
         for script, *rest in steps:
             cmd = [sys.executable, os.path.join(REPO_ROOT, script)] + rest
@@ -141,7 +145,58 @@ def execute(spec, env=None, in_process=False, fresh=False, overwrite=False, show
                 return f'interrupted ({script} exit {rc}; relaunch the sweep to resume)'
             if rc != 0:
                 return f'failed ({script} exit {rc}, see {log})'
-    return 'finished' + note
+    return None
+
+
+def execute(spec, env=None, in_process=False, fresh=False, overwrite=False, show=False):
+    """Train (or resume) and evaluate one run (see :func:`plan`); returns its status. Runs in a subprocess so that
+    one run's failure or memory does not affect the others (``in_process``: in this one, for the seconds-long
+    smoke run); output goes to ``<run_dir>/sweep.log``. ``fresh`` trains again over a finished run."""
+    train, note = plan(spec, fresh, overwrite)
+    if note is None:
+        return train
+    steps = ([['train.py'] + train] if train is not None else []) + [['test.py'] + spec['test']]
+    return run_steps(spec, steps, env, in_process, show) or 'finished' + note
+
+
+def execute_pack(specs, env=None, overwrite=False):
+    """Train runs of one method as one pack (train_pack.py), then evaluate each; returns ``{name: status}``. Each
+    run is planned as alone (:func:`plan`); those to train from their start go in one pack, those to resume in
+    another (an interrupted pack resumes as one), a group of one trains alone. The pack's output goes to the
+    first run's sweep.log; the others' logs name it."""
+    results, planned = {}, []
+    for spec in specs:
+        train, note = plan(spec, overwrite=overwrite)
+        if note is None:
+            results[spec['name']] = train
+        else:
+            planned.append((spec, train, note))
+    for flag in ('--overwrite', '--resume'):
+        group = [(spec, train) for spec, train, _ in planned if train is not None and train[-1] == flag]
+        if len(group) == 1:
+            spec, train = group[0]
+            failed = run_steps(spec, [['train.py'] + train], env)
+        elif group:
+            first = group[0][0]
+            command = ['train_pack.py'] + [a for _, train in group for a in ('--run', shlex.join(train))]
+            for spec, _ in group[1:]:
+                os.makedirs(spec['run_dir'], exist_ok=True)
+                with open_no_follow(run_folder.file(spec['run_dir'], run_folder.SWEEP_LOG), 'a') as fh:
+                    fh.write(f'trained in a pack of {len(group)}; its output: {first["run_dir"]}/sweep.log\n')
+            failed = run_steps(first, [command], env)
+        else:
+            continue
+        if failed is not None:
+            for spec, _ in group:
+                results[spec['name']] = failed
+    for spec, _, note in planned:
+        if spec['name'] in results:
+            continue
+        if STOP['signal'] is not None:
+            results[spec['name']] = 'not started (sweep interrupted)'
+        else:
+            results[spec['name']] = run_steps(spec, [['test.py'] + spec['test']], env) or 'finished' + note
+    return results
 
 
 def guarded(spec, **kwargs):
@@ -151,6 +206,14 @@ def guarded(spec, **kwargs):
         return execute(spec, **kwargs)
     except Exception as exc:
         return failure(exc)
+
+
+def guarded_pack(specs, **kwargs):
+    """:func:`execute_pack`, an exception inside it reported as the failure of each of its runs."""
+    try:
+        return execute_pack(specs, **kwargs)
+    except Exception as exc:
+        return {spec['name']: failure(exc) for spec in specs}
 
 
 def failure(exc):
