@@ -307,6 +307,8 @@ def build_parser():
     p.add_argument('--train_time_readme', default=None, metavar='FILE',
                    help='with --readme: the file whose <!-- train_time:begin/end --> section gets what bash train.sh '
                         'costs at the measured epoch times (default: the --readme file)')
+    p.add_argument('--train_time_section', default=TRAIN_TIME_SECTION, metavar='NAME',
+                   help='the section of --train_time_readme that gets the train.sh costs (default %(default)s)')
     p.add_argument('--check', action='store_true', help='exit with status 1 when a target is missed')
     p.add_argument('--from_json', default=None, metavar='FILE',
                    help='measure nothing: print (and with --readme write) the report of a saved --json record, '
@@ -354,6 +356,9 @@ def from_record(args, argv):
         shown = without_options(argv if argv is not None else sys.argv[1:], ('--readme', '--train_time_readme'))
         cmd = 'python benchmarks/speed.py ' + ' '.join(shown)
         replace_readme_section(args.readme, args.section, f'```\n$ {cmd.strip()}\n{text}\n```')
+        if args.train_time_readme:  # only where asked: the default file's costs are this machine's
+            replace_readme_section(args.train_time_readme, args.train_time_section,
+                                   train_time_text(res) + f' (the record: {args.from_json})')
     return res
 
 
@@ -385,7 +390,7 @@ def main(argv=None):
         replace_readme_section(args.readme, args.section, f'```\n$ {cmd.strip()}\n{report(res, data_desc)}\n```')
         if res.get('baseline_epoch_s') is not None and res.get('lnl_epoch_s') is not None:
             with contextlib.suppress(UserError):  # a README without the section keeps only the table
-                replace_readme_section(args.train_time_readme or args.readme, TRAIN_TIME_SECTION,
+                replace_readme_section(args.train_time_readme or args.readme, args.train_time_section,
                                        train_time_text(res))
     print(line, flush=True)
     if args.check and not all(t['pass'] for t in res['targets'].values() if t['pass'] is not None):

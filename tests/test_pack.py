@@ -147,3 +147,16 @@ def test_runs_that_cannot_train_as_one_are_refused(two_vars, tmp_path, other, me
     with pytest.raises(UserError, match='at least two runs'):
         train_pack.main(['--run', shlex.join(a)])
     assert not any(tmp_path.iterdir())
+
+
+def test_pack_speed_times_each_pack_against_its_runs_one_by_one(tmp_path):
+    from benchmarks import pack_speed
+    readme = tmp_path / 'speed.md'
+    readme.write_text('<!-- pack_speed:begin -->\n<!-- pack_speed:end -->\n')
+    res = pack_speed.main(['--device', 'cpu', '--k', '2', '--methods', 'baseline', '--iters', '1', '--rounds', '1',
+                           '--warmup', '1', '--threads', '1', '--readme', str(readme)])
+    one, two = res['rows']
+    assert (one['k'], two['k']) == (1, 2) and one['speedup'] == 1
+    assert two['speedup'] == pytest.approx(2 * one['update_s'] / two['update_s'])
+    assert two['run_epoch_s'] == pytest.approx(two['update_s'] * pack_speed.EPOCH_ITERS / 2)
+    assert 'ms/update (pack)' in readme.read_text()

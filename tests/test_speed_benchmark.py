@@ -154,8 +154,13 @@ def test_a_saved_record_gives_the_same_report(capsys, tmp_path):
     printed = capsys.readouterr().out.strip().splitlines()[:-1]  # the table, without the JSON line
     readme = tmp_path / 'speed.md'
     readme.write_text('<!-- speed_gpu:begin -->\n<!-- speed_gpu:end -->\n', encoding='utf-8')
-    speed.main(['--from_json', str(record), '--readme', str(readme), '--section', 'speed_gpu'])
+    costs = tmp_path / 'README.md'
+    costs.write_text('<!-- train_time:begin -->\nkeep\n<!-- train_time:end -->\n<!-- t_gpu:begin -->\n<!-- t_gpu:end -->\n')
+    speed.main(['--from_json', str(record), '--readme', str(readme), '--section', 'speed_gpu',
+                '--train_time_readme', str(costs), '--train_time_section', 't_gpu'])
     assert capsys.readouterr().out.strip().splitlines() == printed
     assert '\n'.join(printed) in readme.read_text(encoding='utf-8')
+    text = costs.read_text()
+    assert 'keep' in text and 'fp32: `bash train.sh` about' in text.split('t_gpu:begin')[1]
     with pytest.raises(UserError, match='not a record'):
         speed.main(['--from_json', str(readme)])
