@@ -12,7 +12,7 @@ from dataset import colored_mnist
 
 
 def run_script(out, records, data_dir, **env):
-    full = dict(os.environ, TOY='1', VARS='0.020 0.035', SEEDS='1', PACK='2', METHODS='baseline lnl', DATA_DIR=str(data_dir),
+    full = dict(os.environ, TOY='1', VARS='0.020 0.035', SEEDS='1', PACK='2', METHODS='baseline', DATA_DIR=str(data_dir),
                 RECORDS=str(records),
                 PYTHON=sys.executable, OMP_NUM_THREADS='1', **env)
     return subprocess.run(['bash', os.path.join(ROOT, 'benchmarks', 'gpu_fig4.sh'), str(out)], env=full, cwd=ROOT,
@@ -26,16 +26,16 @@ def test_gpu_fig4_toy_trains_the_grid_returns_archives_and_continues(small_data_
     proc = run_script(tmp_path / 'out', records, small_data_dir, RUNS_AT_ONCE='2', FIG_MIN='5')
     assert proc.returncode == 0, proc.stdout + proc.stderr
     names = sorted(n for n in os.listdir(records) if (records / n).is_dir())
-    assert names == ['baseline_var0.020_seed1', 'baseline_var0.035_seed1', 'lnl_var0.020_seed1',
-                     'lnl_var0.035_seed1'], names
+    assert names == ['baseline_var0.020_seed1', 'baseline_var0.035_seed1'], names
     assert all((records / n / 'results.jsonl').is_file() and (records / n / 'options.json').is_file() for n in names)
     out = sorted(os.listdir(tmp_path / 'out'))
     assert out == ['checks.tgz', 'records.tgz', 'summary.txt'], out  # dry runs ship no weights
     with tarfile.open(tmp_path / 'out' / 'records.tgz') as tar:
-        assert 'gpu_e100/lnl_var0.020_seed1/results.jsonl' in tar.getnames()
+        assert 'gpu_e100/baseline_var0.035_seed1/results.jsonl' in tar.getnames()
     summary = (tmp_path / 'out' / 'summary.txt').read_text()
-    assert 'throughput: 4 epochs trained' in summary and 'every cell has its records' in summary
-    assert json.loads((records / 'lnl_var0.035_seed1' / 'options.json').read_text())['pack'] == 2
+    assert 'throughput: 2 epochs trained' in summary and 'every cell has its records' in summary
+    assert 'the whole figure (7 sigma^2 x 3 seeds x 1 methods x 1 epochs = 21 epochs)' in summary
+    assert json.loads((records / 'baseline_var0.035_seed1' / 'options.json').read_text())['pack'] == 2
 
     again = run_script(tmp_path / 'out2', records, small_data_dir, RUNS_AT_ONCE='2', FIG_MIN='5')
     assert again.returncode == 0, again.stdout + again.stderr

@@ -21,7 +21,7 @@ from utils import UserError
 OTHER_VAR = 0.035
 COMMON = ['--max_step', '2', '--batch_size', '64', '--precision', 'fp32', '--no_channels_last', '--val_size', '64',
           '--threads', '1']
-MEMBERS = [(SMALL_VAR, 1), (OTHER_VAR, 2), (SMALL_VAR, 3)]
+MEMBERS = [(SMALL_VAR, 1), (OTHER_VAR, 2)]
 
 
 @pytest.fixture(scope='module')
