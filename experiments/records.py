@@ -347,11 +347,12 @@ def last_epoch_gains(runs, tol=0.01):
 def training_time(runs):
     """Per method, in the table's order: (method, training epochs, mean seconds per epoch, total seconds,
     runs), from the ``epoch_time_s`` the runs recorded (the training steps of an epoch; the per-epoch test
-    monitor and the evaluation are not in it). Methods without a recorded time are left out."""
+    monitor and the evaluation are not in it). An epoch trained in a pack of K runs (its record's ``pack``) counts
+    its pack's time over K: the machine's time per run. Methods without a recorded time are left out."""
     times, counts = {}, {}
     for r in runs:
         if r['method']:
-            spent = [float(rec['epoch_time_s']) for rec in r['epochs'].values()
+            spent = [float(rec['epoch_time_s']) / max(int(rec.get('pack', 1) or 1), 1) for rec in r['epochs'].values()
                      if isinstance(rec.get('epoch_time_s'), (int, float))]
             times.setdefault(r['method'], []).extend(spent)
             counts[r['method']] = counts.get(r['method'], 0) + bool(spent)

@@ -109,7 +109,12 @@ def timing(runs):
     """Seconds per training epoch (``epoch_time_s``), mean over each method's runs and epochs, as a text
     table; '' when no run recorded it."""
     rows = [(display_name(m), n, f'{mean:.2f}') for m, n, mean, *_ in records.training_time(runs)]
-    return format_table(['method', 'epochs', 's/epoch'], rows, title='Training time per epoch') + '\n' if rows else ''
+    if not rows:
+        return ''
+    text = format_table(['method', 'epochs', 's/epoch'], rows, title='Training time per epoch') + '\n'
+    if any(int(rec.get('pack', 1) or 1) > 1 for r in runs for rec in r['epochs'].values()):
+        text += 'Epochs trained in a pack of K runs (train_pack.py) count the pack\'s epoch time / K.\n'
+    return text
 
 
 def heading(agg):

@@ -304,3 +304,12 @@ def test_the_budget_line_says_where_the_runs_ran():
     assert line == ('Ran on: AMD EPYC (cpu), torch 2.14.1: 1 run; NVIDIA H200 (cuda), torch 2.11.0, CUDA 13.0, '
                     'cuDNN 91000: 2 runs; not recorded: 1 run (trained before runs recorded it).'), line
     assert line in report.budget_lines(runs, 'x')
+
+
+def test_a_packed_epoch_counts_its_share_of_the_pack_time():
+    from experiments import records, report
+    runs = [{'method': 'baseline', 'epochs': {1: {'epoch_time_s': 12.0, 'pack': 4}, 2: {'epoch_time_s': 8.0, 'pack': 4}}},
+            {'method': 'lnl', 'epochs': {1: {'epoch_time_s': 6.0}}}]
+    rows = {m: mean for m, _, mean, *_ in records.training_time(runs)}
+    assert rows == {'baseline': 2.5, 'lnl': 6.0}
+    assert 'pack of K runs' in report.timing(runs) and 'pack of K' not in report.timing(runs[1:])
