@@ -91,9 +91,10 @@ def weights_only(ckpt, method):
     return out
 
 
-def prepare_export(run_dir, records_dir):
+def prepare_export(run_dir, records_dir, repo_root=REPO_ROOT):
     """Everything one run's export needs, checked before anything is written: (name, weights file bytes,
-    provenance entry without commit and command, source path, recorded test)."""
+    provenance entry without commit and command, source path, recorded test). The entry names the records
+    relative to ``repo_root``, the repository that holds the weights folder."""
     run_dir = os.path.abspath(run_dir)
     name = os.path.basename(run_dir)
     source = finished(run_dir)
@@ -129,7 +130,7 @@ def prepare_export(run_dir, records_dir):
              'color_var': f'{color_var:.3f}', 'seed': opts.get('random_seed'), 'epoch': ckpt['epoch'],
              'test_acc': test['test_acc'], 'tag': test.get('tag', 'test'), 'gray_view': test.get('gray_view'),
              'palette': opts.get('palette', colored_mnist.DEFAULT_PALETTE),
-             'records': os.path.relpath(rec_dir, REPO_ROOT), 'source_sha256': sha256_file(source)}
+             'records': os.path.relpath(rec_dir, repo_root), 'source_sha256': sha256_file(source)}
     return name, data, entry, test
 
 
@@ -139,7 +140,10 @@ def export(run_dirs, out_dir, records_dir, commit, command):
     prov_path = os.path.join(out_dir, PROVENANCE)
     prov = read_provenance(prov_path) if os.path.exists(prov_path) else {'files': {}}
     check_entries(prov, prov_path)
-    prepared = [prepare_export(run_dir, records_dir) for run_dir in run_dirs]
+    # the weights folder sits at the top of its repository (pretrained/): the records are named from there, not
+    # from this code's checkout, which may be a worktree elsewhere
+    repo_root = os.path.dirname(os.path.abspath(out_dir))
+    prepared = [prepare_export(run_dir, records_dir, repo_root) for run_dir in run_dirs]
     os.makedirs(out_dir, exist_ok=True)
     for name, data, entry, test in prepared:
         target = os.path.join(out_dir, name + '.pth')

@@ -79,6 +79,9 @@ def test_export_round_trip_and_tampering(exported, tmp_path):
     shutil.copytree(exported[0], out)
     path, data_dir = out / exported[1].name, exported[2]
     ckpt = torch.load(path, weights_only=True)
+    # the records are named from the repository that holds the weights folder, not from this code's checkout
+    entry = json.loads((out / 'provenance.json').read_text())['files'][path.name]
+    assert entry['records'] == f'records/{path.stem}', entry['records']
     assert set(ckpt) == {'format', 'epoch', 'config', 'options', 'net_state_dict'}
     assert not any(isinstance(v, str) and v.startswith('/') for v in ckpt['options'].values())  # no local paths
     proc = run_py(['-m', 'experiments.pretrained', '--dir', out, '--data_dir', data_dir, '--no_generate'])
