@@ -13,7 +13,6 @@ import os
 import sys
 import tempfile
 
-import torch
 
 import checkpoint as C
 import methods
@@ -23,7 +22,7 @@ from dataset import colored_mnist
 from dataset.colored_mnist import color_variance
 from dataset.tensors import DEFAULT_GRAY_VIEW, DRY_RUN_DATA, GRAY_VIEWS, load_splits, to_gray, view_tag
 from evaluation import evaluate, probe_color_leakage
-from utils.plots import confusion_png
+from utils.plots import confusion_png, image_grid
 from utils import (Parser, UserError, add_data_dir, add_device, add_no_generate, add_save_dir, add_trust_checkpoint,
                    append_line, atomic_write_text, format_table, positive_int, read_jsonl, refuse_links, resolve_device,
                    run_main, run_name)
@@ -199,9 +198,7 @@ def run(args):
                     w.add_scalar(f'{args.tag}/{name}', metrics[key], step)
             w.add_image(f'{args.tag}/confusion', mpimg.imread(png)[..., :3], step, dataformats='HWC')
             shown = to_gray(test.raw[:64]) if gray else test.raw[:64]
-            grid = torch.as_tensor(shown).permute(0, 3, 1, 2)
-            import torchvision
-            w.add_image(f'{args.tag}/inputs', torchvision.utils.make_grid(grid, nrow=8), step)
+            w.add_image(f'{args.tag}/inputs', image_grid(shown, ncol=8), step, dataformats='HWC')
     except OSError:
         pass  # TensorBoard events are a convenience; the JSON record and PNG are written
     print(f'{path} ({method}, sigma^2={color_var:.3f})')

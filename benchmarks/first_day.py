@@ -2,7 +2,8 @@
 
     python benchmarks/first_day.py --json docs/results/first_day.json --readme docs/speed.md
 
-Runs ``python -m pytest -q tests`` and ``python -m experiments.sweep --smoke`` (its runs in a temporary folder),
+Runs the README's test command (``python -m pytest ...`` of its set-up line) and ``python -m experiments.sweep
+--smoke`` (its runs in a temporary folder),
 each once, in this interpreter's environment, and records their wall-clock times, exit status and the machine
 (CPU model, cores). Run it alone on the machine: with a training job beside it both take longer.
 """
@@ -20,6 +21,15 @@ if ROOT not in sys.path:  # run as ``python benchmarks/first_day.py``
 from utils import (Parser, atomic_write_text, markdown_table, replace_readme_section, run_main,  # noqa: E402
                    usable_cores)
 from utils.runtime import cpu_model, repository_commit  # noqa: E402
+
+
+def readme_test_command(readme=os.path.join(ROOT, 'README.md')):
+    """The arguments after ``python`` of the README's test command (``python -m pytest ...`` up to the next ``&&``)."""
+    with open(readme, encoding='utf-8') as fh:
+        for line in fh:
+            if 'python -m pytest' in line:
+                return line[line.index('python -m pytest'):].split('&&')[0].split()[1:]
+    raise SystemExit(f'{readme} gives no `python -m pytest` command')
 
 
 def timed(cmd):
@@ -41,7 +51,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        steps = [timed([sys.executable, '-m', 'pytest', '-q', 'tests']),
+        steps = [timed([sys.executable, *readme_test_command()]),
                  timed([sys.executable, '-m', 'experiments.sweep', '--smoke', '--out', os.path.join(tmp, 'smoke')])]
     steps[1]['command'] = '-m experiments.sweep --smoke'
     record = {'machine': f'{cpu_model()}, {usable_cores()} cores', 'commit': repository_commit(), 'steps': steps}

@@ -12,6 +12,11 @@ if ROOT not in sys.path:
 
 from dataset import colored_mnist  # noqa: E402
 
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    # with pytest -n N each worker computes in its share of the cores, not in all of them
+    import torch
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))))
+
 SMALL_VAR = 0.020
 
 

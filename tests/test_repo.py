@@ -132,6 +132,19 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert test_cmds[0] in ci
 
 
+def test_first_day_times_the_readme_test_command(monkeypatch):
+    """benchmarks/first_day.py times the README's test command, not one of its own."""
+    import sys
+    from benchmarks import first_day
+    ran = []
+    monkeypatch.setattr(first_day, 'timed', lambda cmd: ran.append(cmd) or {'command': ' '.join(cmd[1:]),
+                                                                            'seconds': 1.0, 'returncode': 0})
+    assert first_day.main([]) == 0
+    test_cmd = next(c for c in _readme_commands() if 'pytest' in c)
+    assert ran[0][0] == sys.executable and test_cmd.endswith('python ' + ' '.join(ran[0][1:])), ran[0]
+    assert ran[0][1:4] == ['-m', 'pytest', '-q']
+
+
 def test_gpu_check_refuses_without_a_gpu(tmp_path):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES='')
     res = subprocess.run(['bash', os.path.join(ROOT, 'benchmarks', 'gpu_check.sh'), str(tmp_path / 'out')],

@@ -1,5 +1,5 @@
 """PNG figures, the parts every command draws with: matplotlib without a screen, an atomic write, a banner, a
-confusion matrix with each class's colour along its axes."""
+confusion matrix with each class's colour along its axes; a grid of input images for TensorBoard."""
 import numpy as np
 
 from utils.files import atomic_open
@@ -76,3 +76,17 @@ def confusion_png(confusion, path, title, mean_colors, banner=None):
     draw_confusion(ax, confusion, title, np.asarray(mean_colors) / 255.0)
     fig.tight_layout()
     return save_figure(fig, path, banner)
+
+
+def image_grid(images, ncol=8, padding=2):
+    """Images (N, H, W, C) tiled ``ncol`` to a row with ``padding`` zero pixels around each, as one (H', W', C)
+    array of their dtype: the layout of torchvision's ``make_grid`` (which costs a second of imports)."""
+    images = np.asarray(images)
+    n, h, w, c = images.shape
+    ncol = min(ncol, n)
+    nrow = -(-n // ncol)
+    grid = np.zeros((nrow * (h + padding) + padding, ncol * (w + padding) + padding, c), dtype=images.dtype)
+    for i, image in enumerate(images):
+        y, x = padding + (i // ncol) * (h + padding), padding + (i % ncol) * (w + padding)
+        grid[y:y + h, x:x + w] = image
+    return grid
