@@ -219,16 +219,19 @@ def check_entries(prov, path):
     return {name: check_entry(name, entry, path) for name, entry in prov['files'].items()}
 
 
-def evaluate_shipped(folder, data_dir, device='cpu', generate_missing=True, color_vars=None):
-    """One row per shipped file (of ``color_vars`` only, when given): its accuracy now, next to the one its run
-    recorded. Every provenance entry is checked before the first file is read."""
+def evaluate_shipped(folder, data_dir, device='cpu', generate_missing=True, color_vars=None, method_names=None):
+    """One row per shipped file (of ``color_vars`` and ``method_names`` only, when given): its accuracy now, next
+    to the one its run recorded. Every provenance entry is checked before the first file is read."""
     prov_path = os.path.join(folder, PROVENANCE)
     entries = check_entries(read_provenance(prov_path), prov_path)
     order = records.method_order()
     rows, splits = [], {}
-    chosen = {k: e for k, e in entries.items() if color_vars is None or e['color_var'] in color_vars}
+    chosen = {k: e for k, e in entries.items() if (color_vars is None or e['color_var'] in color_vars)
+              and (method_names is None or e['method'] in method_names)}
     if not chosen:
-        raise UserError(f'no shipped file of sigma^2 = {" ".join(color_vars)} in {prov_path}')
+        asked = ([f'sigma^2 = {" ".join(sorted(color_vars))}'] if color_vars else []) + \
+            ([f'method {" ".join(method_names)}'] if method_names else [])
+        raise UserError(f'no shipped file of {", ".join(asked)} in {prov_path}')
     for name, entry in sorted(chosen.items(), key=lambda kv: (order.index(kv[1]['method']), kv[0])):
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
@@ -276,6 +279,8 @@ def build_parser():
     add_device(p, default='cpu', help='cpu (the recorded accuracies were measured there), auto, cuda or cuda:N')
     p.add_argument('--color_vars', type=color_variance, nargs='+', default=None, metavar='SIGMA2',
                    help='evaluate the files of these variances only (default: every shipped file)')
+    p.add_argument('--methods', nargs='+', choices=methods.method_names(), default=None, metavar='METHOD',
+                   help='evaluate the files of these methods only (default: every shipped file)')
     p.add_argument('--export', nargs='+', metavar='RUN_DIR', default=None,
                    help='finished run folders to write into --dir (weights only) with their provenance')
     p.add_argument('--records', default=None, metavar='DIR',
@@ -295,7 +300,8 @@ def main(argv=None):
         return 0
     torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
     wanted = None if args.color_vars is None else {f'{cv:.3f}' for cv in args.color_vars}
-    rows = evaluate_shipped(args.dir, args.data_dir, resolve_device(args.device), not args.no_generate, wanted)
+    rows = evaluate_shipped(args.dir, args.data_dir, resolve_device(args.device), not args.no_generate, wanted,
+                            args.methods)
     print(table(rows))
     bad = [r['file'] for r in rows if not r['same']]
     if bad:

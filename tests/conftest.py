@@ -20,6 +20,22 @@ if os.environ.get('PYTEST_XDIST_WORKER'):
 SMALL_VAR = 0.020
 
 
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: a test of many seconds (real processes, several runs); run first')
+
+
+def pytest_collection_modifyitems(config, items):
+    """The modules with slow tests first, their slow tests first: with pytest -n N the short tests fill in
+    around the long ones instead of one long test running alone at the end. A module's tests stay together,
+    so its module-scoped fixtures are made once."""
+    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker('slow')}
+    first = {}
+    for i, item in enumerate(items):
+        first.setdefault(item.module.__name__, i)
+    items.sort(key=lambda item: (item.module.__name__ not in slow_modules, first[item.module.__name__],
+                                 item.get_closest_marker('slow') is None))
+
+
 def fake_mnist(n_train=512, n_test=256, seed=0):
     """Digit-like grey images: a random bright bar per image, background 0, some mid-grey pixels."""
     rng = np.random.default_rng(seed)
@@ -75,6 +91,7 @@ ENTRY_POINTS = {('train.py',): 'train', ('test.py',): 'test', ('benchmarks/speed
                 ('-m', 'experiments.parity'): 'experiments.parity', ('-m', 'experiments.ab'): 'experiments.ab',
                 ('-m', 'experiments.pretrained'): 'experiments.pretrained',
                 ('-m', 'experiments.csad_parity'): 'experiments.csad_parity',
+                ('-m', 'experiments.campaign'): 'experiments.campaign',
                 ('-m', 'dataset.colored_mnist'): 'dataset.colored_mnist'}
 
 

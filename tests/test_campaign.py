@@ -3,6 +3,8 @@ the repository folders; on another machine (an empty --out) the relaunch skips t
 from the committed baseline weights."""
 import json
 
+import pytest
+
 from conftest import run_py
 
 
@@ -12,6 +14,7 @@ def campaign(out, records, weights, data_dir, *extra, methods=('baseline', 'lnl'
                    *extra, '--', '--max_step', '1', '--no_monitor_test'], timeout=600)
 
 
+@pytest.mark.slow
 def test_a_campaign_moves_to_another_machine_with_its_committed_records_and_weights(small_data_dir, tmp_path):
     records, weights = tmp_path / 'repo' / 'records', tmp_path / 'repo' / 'weights'
     # the first machine finishes the baseline; the move comes before its LNL reached the repository

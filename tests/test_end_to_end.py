@@ -126,6 +126,7 @@ def test_evaluate_on_a_stub_network_with_known_predictions():
     assert res['confusion'] == expected.tolist() and res['confusion'][2][0] == 1 and res['confusion'][0][2] == 0
 
 
+@pytest.mark.slow
 def test_mid_epoch_resume_across_a_learning_rate_step_is_bit_exact(small_data_dir, tmp_path, monkeypatch):
     """LNL with the learning rate x0.1 every epoch, interrupted in the middle of epoch 2 (its 6th of 4 x 3
     mini-batches), resumed: weights, records and the recorded lr sequence equal those of a straight run."""
@@ -156,6 +157,7 @@ def test_mid_epoch_resume_across_a_learning_rate_step_is_bit_exact(small_data_di
     assert [r['lr'] for r in _records(runs / 'cut')] == pytest.approx([0.01, 0.001, 0.0001], rel=1e-9)
 
 
+@pytest.mark.slow
 def test_gray_trains_and_is_tested_on_the_grey_view(small_data_dir, tmp_path, monkeypatch):
     """Every training batch Gray steps on is the luminance view of the coloured digits (the three channels,
     un-normalised, are equal and are the rounded BT.601 luma); test.py feeds it the grey view the tables
@@ -187,6 +189,7 @@ def test_gray_trains_and_is_tested_on_the_grey_view(small_data_dir, tmp_path, mo
     assert torch.equal(fed[1].contiguous(), normalize(to_gray(data['test_image'])))
 
 
+@pytest.mark.slow
 def test_train_sh_continues_after_an_interruption_and_test_sh_evaluates(small_data_dir, tmp_path):
     """Interrupted during the baseline, `bash train.sh` (the same command) finishes the baseline, then trains
     LNL from it (before: the LNL step failed, 'no intact checkpoint', and --overwrite retrained the baseline);

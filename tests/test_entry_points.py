@@ -19,6 +19,7 @@ ENTRY_POINTS = {
     'pretrained': (['-m', 'experiments.pretrained'], ['--dir', '{tmp}'], 'cannot read'),
     'speed': (['benchmarks/speed.py'], ['--n_images', '5'], '--n_images must be at least the batch size'),
     'csad_parity': (['-m', 'experiments.csad_parity'], ['--their_code', '{tmp}'], 'no models.py'),
+    'campaign': (['-m', 'experiments.campaign'], ['--out', 'runs/campaign'], 'is inside the repository'),
 }
 
 

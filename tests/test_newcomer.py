@@ -25,6 +25,7 @@ def smoke(tmp_path_factory):
     return proc, out
 
 
+@pytest.mark.slow
 def test_smoke_runs_everything_and_says_where_the_outputs_are(smoke):
     proc, out = smoke
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -80,6 +80,7 @@ def test_packed_runs_equal_the_runs_alone(two_vars, tmp_path, method):
         assert (packed / name / 'done').exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', ['lnl', 'blindeye'])
 def test_packed_runs_from_their_baselines_equal_the_runs_alone(two_vars, tmp_path, method):
     base = tmp_path / 'base'

@@ -16,6 +16,7 @@ def _sweep(small_data_dir, out, launcher, *extra, methods=('baseline', 'lnl')):
                    '--', '--dry_run', '--max_step', '2'], timeout=600)
 
 
+@pytest.mark.slow
 def test_local_sweep_relaunch_and_collect(small_data_dir, tmp_path):
     out = tmp_path / 'sweep'
     proc = _sweep(small_data_dir, out, 'local', methods=('baseline',))
@@ -42,6 +43,7 @@ def test_local_sweep_relaunch_and_collect(small_data_dir, tmp_path):
     assert (out / 'fig4.png').read_bytes()[:4] == b'\x89PNG'
 
 
+@pytest.mark.slow
 def test_submitit_local_executor(small_data_dir, tmp_path):
     pytest.importorskip('submitit')
     out = tmp_path / 'sweep'
@@ -285,13 +287,15 @@ def test_the_in_process_steps_do_not_import_the_entry_scripts_as_modules():
     assert proc.returncode == 0 and proc.stdout.strip() == '[]', proc.stdout + proc.stderr
 
 
-def test_a_packed_sweep_trains_each_method_as_packs_and_resumes_them(small_data_dir, tmp_path):
+@pytest.mark.slow
+def test_a_packed_sweep_trains_each_method_as_packs_and_resumes_them(small_data_dir, tmp_path, monkeypatch):
     """--pack 2: the two seeds of each method train as one pack (the LNL pack after the baseline pack it starts
-    from), each into its own run folder, evaluated by test.py; a relaunch resumes an unfinished pack as one."""
+    from), each into its own run folder, evaluated by test.py; a relaunch resumes an unfinished pack as one (the
+    command it starts is checked here; test_pack.py checks that train_pack.py resumes such a pack exactly)."""
     out = tmp_path / 'sweep'
     args = ['-m', 'experiments.sweep', '--color_vars', '0.020', '--methods', 'baseline', 'lnl', '--seeds', '1', '2',
             '--out', out, '--data_dir', small_data_dir, '--launcher', 'local', '--pack', '2', '--pack_on_cpu',
-            '--no_probe', '--', '--dry_run', '--max_step', '2']
+            '--no_probe', '--', '--dry_run', '--max_step', '1']
     proc = run_py(args, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     names = [f'{m}_var0.020_seed{s}' for m in ('baseline', 'lnl') for s in (1, 2)]
@@ -305,11 +309,15 @@ def test_a_packed_sweep_trains_each_method_as_packs_and_resumes_them(small_data_
     assert 'trained in a pack of 2' in (out / 'lnl_var0.020_seed2' / 'sweep.log').read_text()
     for name in names[2:]:  # an unfinished pack: both runs resume, together
         os.remove(out / name / 'done')
+    from experiments.sweep import runner
+    started = []
+    monkeypatch.setattr(runner, 'run_child', lambda cmd, *a, **k: started.append(cmd) or 0)
     proc = run_py(args, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert all(f'finished   {n}' in proc.stdout for n in names[2:]) and 'skipped    baseline' in proc.stdout
     commands = [ln for ln in (out / 'lnl_var0.020_seed1' / 'sweep.log').read_text().splitlines() if ln.startswith('$')]
     assert commands[-2].count('--resume') == 2 and 'train_pack.py' in commands[-2], commands[-2:]
+    assert [os.path.basename(c[1]) for c in started] == ['train_pack.py', 'test.py', 'test.py'], started
 
 
 def test_pack_on_a_cpu_trains_one_by_one_and_refusals(tmp_path):

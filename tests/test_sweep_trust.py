@@ -48,6 +48,7 @@ def _epochs(run_dir):
 
 # -- 1. a run starts only from a finished run ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_lnl_never_starts_from_a_killed_baseline_and_the_relaunch_starts_it_from_the_finished_one(
         small_data_dir, tmp_path):
     """The baseline's training process is killed mid-run: the sweep reports it failed and does not start

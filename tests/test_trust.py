@@ -194,6 +194,7 @@ def test_fresh_start_over_another_run_needs_overwrite(small_data_dir, tmp_path):
 
 # -- 3. a killed sweep ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sigterm_to_the_sweep_stops_its_training_child_and_relaunch_resumes(small_data_dir, tmp_path):
     out = tmp_path / 'sweep'
     args = ['-m', 'experiments.sweep', '--color_vars', SMALL_VAR, '--methods', 'baseline', '--seeds', '1', '--out', out,
