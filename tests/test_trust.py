@@ -210,7 +210,9 @@ def test_sigterm_to_the_sweep_stops_its_training_child_and_relaunch_resumes(smal
     assert not _alive(child)
     assert RunLock.holder(str(run_dir)) is None
     assert not (run_dir / 'done').exists()
-    proc = run_py(args)
+    # the relaunch runs in this process (the local launcher's relaunch after a kill: test_sweep_trust.py)
+    split = args.index('--')
+    proc = run_py(args[:split] + ['--launcher', 'inprocess'] + args[split:])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     recs = [json.loads(x) for x in (run_dir / 'results.jsonl').read_text().splitlines()]
     assert [r['epoch'] for r in recs if 'test_acc' not in r] == [1, 2, 3]
