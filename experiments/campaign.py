@@ -148,6 +148,19 @@ def build_parser():
     return p
 
 
+def portable(args, arg):
+    """``arg`` of a sweep call as provenance records it, with no path of this machine: OUT, DATA_DIR, or a path
+    inside the repository that holds ``--weights`` relative to it."""
+    if arg == args.out:
+        return 'OUT'
+    if arg == args.data_dir:
+        return 'DATA_DIR'
+    repo = os.path.dirname(args.weights)
+    if os.path.isabs(arg) and os.path.commonpath([arg, repo]) == repo:
+        return os.path.relpath(arg, repo)
+    return arg
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     train_args = argv[argv.index('--') + 1:] if '--' in argv else []
@@ -180,8 +193,7 @@ def main(argv=None):
     for cv, seed, todo in left:
         print(f'campaign: sigma^2 {cv:.3f} seed {seed}: {" ".join(todo)}', flush=True)
         for call in sweep_calls(args, cv, seed, todo):
-            # the command as provenance records it: no path of this machine
-            command = 'python -m experiments.sweep ' + ' '.join('OUT' if a == args.out else a for a in call)
+            command = 'python -m experiments.sweep ' + ' '.join(portable(args, a) for a in call)
             code = 0
             try:
                 sweep.main(call)

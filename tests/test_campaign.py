@@ -34,4 +34,5 @@ def test_a_campaign_moves_to_another_machine_with_its_committed_records_and_weig
     prov = json.loads((weights / 'provenance.json').read_text())['files']
     assert {'baseline_var0.020_seed1.pth', 'lnl_var0.020_seed1.pth'} <= set(prov)  # seed 1's LNL is shipped too
     assert prov['lnl_var0.020_seed1.pth']['records'] == 'records/lnl_var0.020_seed1'  # named from the repository
+    assert not any(str(tmp_path) in e['command'] for e in prov.values()), prov  # no path of this machine
     assert 'every cell committed' in campaign(tmp_path / 'machine2', records, weights, small_data_dir).stdout
