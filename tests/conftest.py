@@ -13,9 +13,12 @@ if ROOT not in sys.path:
 from dataset import colored_mnist  # noqa: E402
 
 if os.environ.get('PYTEST_XDIST_WORKER'):
-    # with pytest -n N each worker computes in its share of the cores, not in all of them
+    # with pytest -n N each worker, and every process its tests start, computes in its share of the cores: N
+    # workers whose runs each take every core spend their time waiting for each other's threads
     import torch
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))))
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')))
+    os.environ['OMP_NUM_THREADS'] = str(_share)
+    torch.set_num_threads(_share)
 
 SMALL_VAR = 0.020
 
