@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from benchmarks import speed
@@ -16,14 +17,28 @@ REQUIRED_OTHER = ('device', 'torch', 'channels_last', 'amp', 'compile', 'iters',
                   'default_precision', 'cpu_features', 'native_bf16')
 
 
-def test_main_prints_json_last(capsys, tmp_path):
-    out_file = tmp_path / 'speed.json'
-    speed.main(['--quick', '--iters', '2', '--warmup', '1', '--synthetic', '--n_images', '512',
-                '--num_workers', '0', '--device', 'cpu', '--threads', '1', '--json', str(out_file),
-                '--precisions', 'fp32', 'bf16'])
-    stdout = capsys.readouterr().out
+@pytest.fixture(scope='module')
+def quick(tmp_path_factory):
+    """One quick run (fp32 and bf16) with a JSON record and both README sections; its printed output."""
+    import contextlib
+    import io
+    tmp = tmp_path_factory.mktemp('speed')
+    readme = tmp / 'README.md'
+    readme.write_text('A\n<!-- train_time:begin -->\nold\n<!-- train_time:end -->\nB\n'
+                      '<!-- speed:begin -->\n<!-- speed:end -->\n', encoding='utf-8')
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        res = speed.main(['--quick', '--iters', '2', '--warmup', '1', '--synthetic', '--n_images', '512',
+                          '--num_workers', '0', '--device', 'cpu', '--threads', '1', '--json', str(tmp / 'speed.json'),
+                          '--precisions', 'fp32', 'bf16', '--readme', str(readme)])
+    return res, out.getvalue(), tmp / 'speed.json', readme
+
+
+def test_main_prints_json_last(quick):
+    returned, stdout, out_file, _ = quick
     lines = stdout.strip().splitlines()
     res = json.loads(lines[-1])
+    assert res == returned
     for key in REQUIRED_NUMBERS:
         assert isinstance(res[key], (int, float)) and res[key] > 0, key
     for key in REQUIRED_OTHER:
@@ -43,19 +58,15 @@ def test_main_prints_json_last(capsys, tmp_path):
     assert json.loads(out_file.read_text()) == res
 
 
-def test_readme_sections_with_the_train_sh_times(capsys, tmp_path):
-    readme = tmp_path / 'README.md'
-    readme.write_text('A\n<!-- train_time:begin -->\nold\n<!-- train_time:end -->\nB\n'
-                      '<!-- speed:begin -->\n<!-- speed:end -->\n', encoding='utf-8')
-    res = speed.main(['--quick', '--iters', '2', '--warmup', '1', '--synthetic', '--n_images', '512',
-                      '--num_workers', '0', '--device', 'cpu', '--threads', '1', '--precisions', 'fp32',
-                      '--readme', str(readme)])
+def test_readme_sections_with_the_train_sh_times(quick):
+    res, _, _, readme = quick
     text = readme.read_text(encoding='utf-8')
     timing = text.split('<!-- train_time:begin -->')[1].split('<!-- train_time:end -->')[0]
     assert 'old' not in timing and '$ python benchmarks/speed.py --quick' in text
-    seconds = 100 * (res['baseline_epoch_s_fp32'] + res['lnl_epoch_s_fp32'])
-    expected = f'{seconds / 3600:.1f} h' if seconds >= 5400 else f'{seconds / 60:.0f} min'
-    assert f'fp32: `bash train.sh` about {expected}' in timing
+    for p in ('fp32', 'bf16'):
+        seconds = 100 * (res[f'baseline_epoch_s_{p}'] + res[f'lnl_epoch_s_{p}'])
+        expected = f'{seconds / 3600:.1f} h' if seconds >= 5400 else f'{seconds / 60:.0f} min'
+        assert f'{p}: `bash train.sh` about {expected}' in timing, timing
     assert f"default precision here: {res['default_precision']}" in timing
 
 
@@ -144,14 +155,11 @@ def test_authors_lnl_step_updates_as_the_project_lnl_does():
     assert any(not torch.equal(a, b) for a, b in zip(before, ours.net.parameters()))
 
 
-def test_a_saved_record_gives_the_same_report(capsys, tmp_path):
+def test_a_saved_record_gives_the_same_report(quick, capsys, tmp_path):
     """--from_json renders the table a run on another machine (a GPU) saved, as that run printed it."""
-    import pytest
     from utils import UserError
-    record = tmp_path / 'speed.json'
-    speed.main(['--quick', '--iters', '2', '--warmup', '1', '--synthetic', '--n_images', '512', '--num_workers', '0',
-                '--device', 'cpu', '--threads', '1', '--precisions', 'fp32', '--json', str(record)])
-    printed = capsys.readouterr().out.strip().splitlines()[:-1]  # the table, without the JSON line
+    _, stdout, record, _ = quick
+    printed = stdout.strip().splitlines()[:-1]  # the table, without the JSON line
     readme = tmp_path / 'speed.md'
     readme.write_text('<!-- speed_gpu:begin -->\n<!-- speed_gpu:end -->\n', encoding='utf-8')
     costs = tmp_path / 'README.md'
