@@ -155,7 +155,7 @@ def portable(args, arg):
         return 'OUT'
     if arg == args.data_dir:
         return 'DATA_DIR'
-    repo = os.path.dirname(args.weights)
+    repo = pretrained.repository_of(args.weights)
     if os.path.isabs(arg) and os.path.commonpath([arg, repo]) == repo:
         return os.path.relpath(arg, repo)
     return arg

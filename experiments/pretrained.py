@@ -91,7 +91,13 @@ def weights_only(ckpt, method):
     return out
 
 
-def prepare_export(run_dir, records_dir, repo_root=REPO_ROOT):
+def repository_of(weights_dir):
+    """The repository that holds a weights folder (it sits at its top, as pretrained/ does): what provenance names
+    paths from, whichever checkout (a worktree elsewhere) the code runs in."""
+    return os.path.dirname(os.path.abspath(weights_dir))
+
+
+def prepare_export(run_dir, records_dir, repo_root):
     """Everything one run's export needs, checked before anything is written: (name, weights file bytes,
     provenance entry without commit and command, source path, recorded test). The entry names the records
     relative to ``repo_root``, the repository that holds the weights folder."""
@@ -140,10 +146,7 @@ def export(run_dirs, out_dir, records_dir, commit, command):
     prov_path = os.path.join(out_dir, PROVENANCE)
     prov = read_provenance(prov_path) if os.path.exists(prov_path) else {'files': {}}
     check_entries(prov, prov_path)
-    # the weights folder sits at the top of its repository (pretrained/): the records are named from there, not
-    # from this code's checkout, which may be a worktree elsewhere
-    repo_root = os.path.dirname(os.path.abspath(out_dir))
-    prepared = [prepare_export(run_dir, records_dir, repo_root) for run_dir in run_dirs]
+    prepared = [prepare_export(run_dir, records_dir, repository_of(out_dir)) for run_dir in run_dirs]
     os.makedirs(out_dir, exist_ok=True)
     for name, data, entry, test in prepared:
         target = os.path.join(out_dir, name + '.pth')
