@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -150,3 +151,37 @@ def popen(args):
     env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
     return subprocess.Popen([sys.executable] + [str(a) for a in args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL)
+
+
+def wait_for(condition, proc=None, timeout=120):
+    """Poll ``condition()`` until it holds; the test fails when ``proc`` ends first or ``timeout`` s pass."""
+    end = time.time() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f'process ended early: {proc.communicate()}')
+        if time.time() > end:
+            pytest.fail('timed out')
+        time.sleep(0.02)
+
+
+def method_options(method, *extra):
+    """Options of a unit test of one method: fp32, so that updates can be checked exactly (bf16 has tests of
+    its own)."""
+    from option import get_option
+    return get_option(['-e', 'unit', '--method', method, '--lr', '0.05', '--precision', 'fp32'] + list(extra))
+
+
+def toy_batch(n=16, seed=0):
+    """(images, colour-bin maps, labels) of ``n`` random inputs, some of the colour map background."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 28, 28, generator=g)
+    colors = torch.randint(0, 8, (n, 3, 14, 14), generator=g)
+    colors[:, :, :4] = 255  # some background
+    labels = torch.randint(0, 10, (n,), generator=g)
+    return x, colors, labels
+
+
+def param_values(module):
+    """Detached copies of ``module``'s parameters, to compare after an update."""
+    return [p.detach().clone() for p in module.parameters()]

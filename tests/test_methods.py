@@ -6,28 +6,11 @@ import torch
 
 from models import ColorPredictor, ConvNet, color_loss, neg_entropy
 from option import get_option
+from conftest import method_options, param_values, toy_batch
 import checkpoint
 from models.weights import load_net_weights
 import methods
 import trainer
-
-
-def _opt(method, *extra):
-    """Options of a unit test: fp32, so that updates can be checked exactly (bf16 has tests of its own)."""
-    return get_option(['-e', 'unit', '--method', method, '--lr', '0.05', '--precision', 'fp32'] + list(extra))
-
-
-def _batch(n=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, 28, 28, generator=g)
-    colors = torch.randint(0, 8, (n, 3, 14, 14), generator=g)
-    colors[:, :, :4] = 255  # some background
-    labels = torch.randint(0, 10, (n,), generator=g)
-    return x, colors, labels
-
-
-def _params(module):
-    return [p.detach().clone() for p in module.parameters()]
 
 
 def _moved(before, module):
@@ -57,7 +40,7 @@ def test_fast_f_matches_the_authors_f(channels_last, training):
         fast.bn0.bias.uniform_(-0.5, 0.5)
     ref = copy.deepcopy(fast)
     ref.fast_f = False
-    x, _, labels = _batch(32)
+    x, _, labels = toy_batch(32)
     x = x * 0.7 + 0.3  # channel means away from 0
     x_ref = x  # contiguous: on channels-last input PyTorch's CPU BatchNorm statistics are off by ~1e-4
     if channels_last:
@@ -128,10 +111,10 @@ def test_authors_initialisation():
 @pytest.mark.parametrize('method', sorted(methods.METHODS))
 def test_three_updates_move_the_right_parameters(method):
     torch.manual_seed(0)
-    m = methods.build_method(_opt(method), torch.device('cpu'))
-    net0, h0 = _params(m.net), _params(m.h)
+    m = methods.build_method(method_options(method), torch.device('cpu'))
+    net0, h0 = param_values(m.net), param_values(m.h)
     for i in range(3):
-        out = m.update(*_batch(seed=i))
+        out = m.update(*toy_batch(seed=i))
         assert all(torch.isfinite(v) and v.dim() == 0 for v in out.values())
     assert all(_moved(net0, m.net))
     # csad_base's first epochs are classification only: its bias branch trains after --csad_class_epochs
@@ -142,15 +125,15 @@ def test_three_updates_move_the_right_parameters(method):
                 'csad_base': {'loss_cls', 'acc'},
                 'csad': {'loss_cls', 'acc', 'loss_color', 'color_acc', 'loss_mi', 'loss_adv'}}[method]
     assert set(out) == expected
-    assert m.predict(_batch()[0]).shape == (16, 10)
+    assert m.predict(toy_batch()[0]).shape == (16, 10)
 
 
 def test_lnl_step1_leaves_h_unchanged_step2_moves_h_and_f_not_g():
     torch.manual_seed(0)
-    m = methods.build_method(_opt('lnl'), torch.device('cpu'))
-    x, colors, labels = _batch()
+    m = methods.build_method(method_options('lnl'), torch.device('cpu'))
+    x, colors, labels = toy_batch()
     m.update(x, colors, labels)  # momentum buffers exist for every parameter afterwards
-    h0, f0, g0 = _params(m.h), [p.clone() for p in m.net.f_parameters()], [p.clone() for p in m.net.g_parameters()]
+    h0, f0, g0 = param_values(m.h), [p.clone() for p in m.net.f_parameters()], [p.clone() for p in m.net.g_parameters()]
     m.unlearn_step(x, labels)
     assert all(torch.equal(a, b) for a, b in zip(h0, m.h.parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(f0, m.net.f_parameters()))
@@ -167,15 +150,15 @@ def test_lnl_color_step_gives_f_the_reversed_gradient():
     reversed and scaled gradient, moves h by -lr * its own gradient, and leaves g alone (plain SGD here)."""
     torch.manual_seed(0)
     lr, mu = 0.05, 0.3
-    m = methods.build_method(_opt('lnl', '--mu', str(mu), '--momentum', '0', '--weight_decay', '0'),
+    m = methods.build_method(method_options('lnl', '--mu', str(mu), '--momentum', '0', '--weight_decay', '0'),
                              torch.device('cpu'))
     m.train(True)
-    x, colors, _ = _batch()
+    x, colors, _ = toy_batch()
     net, h = copy.deepcopy(m.net), copy.deepcopy(m.h)  # the same loss without reversal, on copies
     color_loss(h(net.f(x)), colors).backward()
     f_grad = [p.grad.clone() for p in net.f_parameters()]
     h_grad = [p.grad.clone() for p in h.parameters()]
-    f0, h0 = [p.clone() for p in m.net.f_parameters()], _params(m.h)
+    f0, h0 = [p.clone() for p in m.net.f_parameters()], param_values(m.h)
     g0 = [p.clone() for p in m.net.g_parameters()]
     out = m.color_step(x, colors)
     assert set(out) == {'loss_color', 'color_acc'}
@@ -194,11 +177,11 @@ def test_lnl_pytorch04_semantics_steps_g_on_a_zero_gradient_in_step_2():
     changes nothing (g not stepped), or when f or h move differently."""
     lr, momentum, wd = 0.05, 0.9, 0.0005
     torch.manual_seed(0)
-    now = methods.build_method(_opt('lnl'), torch.device('cpu'))
-    old = methods.build_method(_opt('lnl', '--optim_semantics', 'pytorch0.4'), torch.device('cpu'))
+    now = methods.build_method(method_options('lnl'), torch.device('cpu'))
+    old = methods.build_method(method_options('lnl', '--optim_semantics', 'pytorch0.4'), torch.device('cpu'))
     old.net.load_state_dict(now.net.state_dict())
     old.h.load_state_dict(now.h.state_dict())
-    x, colors, labels = _batch()
+    x, colors, labels = toy_batch()
     now.update(x, colors, labels)
     old.update(x, colors, labels)
     for a, b in zip(list(now.net.f_parameters()) + list(now.h.parameters()),
@@ -214,7 +197,7 @@ def test_lnl_pytorch04_semantics_steps_g_on_a_zero_gradient_in_step_2():
 
 def test_old_lambda_schedule_state_resumes_as_step_lr():
     """Checkpoints of earlier versions hold a LambdaLR state; the StepLR of today reads it and continues."""
-    m = methods.build_method(_opt('lnl', '--lr_decay_period', '2', '--lr_decay_rate', '0.5'), torch.device('cpu'))
+    m = methods.build_method(method_options('lnl', '--lr_decay_period', '2', '--lr_decay_rate', '0.5'), torch.device('cpu'))
     old_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.05)
     old = torch.optim.lr_scheduler.LambdaLR(old_opt, lambda epoch: 0.5 ** (epoch // 2))
     for _ in range(3):
@@ -253,20 +236,20 @@ def test_neg_entropy_finite_when_h_is_certain():
 
 def test_blindeye_confusion_loss_is_log_bins_at_uniform():
     torch.manual_seed(0)
-    m = methods.build_method(_opt('blindeye'), torch.device('cpu'))
+    m = methods.build_method(method_options('blindeye'), torch.device('cpu'))
     for head in m.h.heads:
         torch.nn.init.zeros_(head.pred_conv2.weight)
         torch.nn.init.zeros_(head.pred_conv2.bias)
-    out = m.update(*_batch())
+    out = m.update(*toy_batch())
     assert abs(out['loss_conf'].item() - torch.log(torch.tensor(8.0)).item()) < 1e-5
 
 
 def test_schedule_and_sgd_settings():
-    m = methods.build_method(_opt('lnl', '--lr_decay_period', '2', '--lr_decay_rate', '0.5'), torch.device('cpu'))
+    m = methods.build_method(method_options('lnl', '--lr_decay_period', '2', '--lr_decay_rate', '0.5'), torch.device('cpu'))
     seen = []
     for _ in range(5):
         seen.append(m.lr_now())
-        m.update(*_batch())  # an epoch's optimiser steps come before the scheduler's
+        m.update(*toy_batch())  # an epoch's optimiser steps come before the scheduler's
         m.step_schedulers()
     assert seen == pytest.approx([0.05, 0.05, 0.025, 0.025, 0.0125])
     g = m.optimizers['h'].param_groups[0]
@@ -275,15 +258,15 @@ def test_schedule_and_sgd_settings():
 
 def test_checkpoint_round_trip(tmp_path):
     torch.manual_seed(0)
-    m = methods.build_method(_opt('lnl'), torch.device('cpu'))
-    m.update(*_batch())
+    m = methods.build_method(method_options('lnl'), torch.device('cpu'))
+    m.update(*toy_batch())
     m.step_schedulers()
     gen = torch.Generator().manual_seed(3)
     path = checkpoint.save_checkpoint(str(tmp_path / 'c.pth'), m, 1, gen)
     ckpt = checkpoint.read_checkpoint(path)
     assert ckpt['epoch'] == 1 and ckpt['options']['method'] == 'lnl'
     assert set(ckpt) >= {'net_state_dict', 'h_state_dict', 'optimizers', 'schedulers', 'rng', 'optim_state_dict'}
-    m2 = methods.build_method(_opt('lnl'), torch.device('cpu'))
+    m2 = methods.build_method(method_options('lnl'), torch.device('cpu'))
     tr = trainer.Trainer(m2.opt, m2, {}, str(tmp_path), __import__('logging').getLogger('t'))
     tr.resume(path, ckpt)
     for a, b in zip(m.net.state_dict().values(), m2.net.state_dict().values()):
@@ -292,7 +275,7 @@ def test_checkpoint_round_trip(tmp_path):
         assert torch.equal(a, b)
     assert m2.lr_now() == m.lr_now()
     assert torch.equal(tr.batch_gen.get_state(), gen.get_state())
-    x = _batch(seed=5)
+    x = toy_batch(seed=5)
     torch.manual_seed(1)
     o1 = m.update(*x)
     torch.manual_seed(1)
@@ -338,7 +321,7 @@ def test_option_defaults_are_the_authors():
 def _plain_sgd(method, *extra):
     """A method with plain SGD (no momentum, no weight decay), so that one update is -lr times a gradient."""
     torch.manual_seed(0)
-    m = methods.build_method(_opt(method, '--momentum', '0', '--weight_decay', '0', *extra), torch.device('cpu'))
+    m = methods.build_method(method_options(method, '--momentum', '0', '--weight_decay', '0', *extra), torch.device('cpu'))
     m.train(True)
     return m
 
@@ -355,7 +338,7 @@ def test_blindeye_update_in_closed_form():
     reaches f (each tried)."""
     lr, alpha = 0.05, 0.7
     m = _plain_sgd('blindeye', '--alpha', str(alpha))
-    x, colors, labels = _batch()
+    x, colors, labels = toy_batch()
     net, h = copy.deepcopy(m.net), copy.deepcopy(m.h)
     feat = net.f(x)
     ce = torch.nn.functional.cross_entropy(net.g(feat), labels)
@@ -363,7 +346,7 @@ def test_blindeye_update_in_closed_form():
     grad_fg = torch.autograd.grad(ce + alpha * conf, list(net.parameters()))
     grad_h = torch.autograd.grad(color_loss(h(feat.detach()), colors), list(h.parameters()))
     assert all(gr.abs().max() > 0 for gr in grad_h)
-    net0, h0 = _params(m.net), _params(m.h)
+    net0, h0 = param_values(m.net), param_values(m.h)
     m.update(x, colors, labels)
     _assert_moved_by(m.net, net0, grad_fg, lr)
     _assert_moved_by(m.h, h0, grad_h, lr)
@@ -375,13 +358,13 @@ def test_lnl_step1_in_closed_form_and_it_raises_hs_entropy():
     Fails on a detached entropy term, a flipped sign, or h stepping."""
     lr, lam = 0.05, 5.0
     m = _plain_sgd('lnl', '--lambda', str(lam))
-    x, colors, labels = _batch()
+    x, colors, labels = toy_batch()
     net, h = copy.deepcopy(m.net), copy.deepcopy(m.h)
     feat = net.f(x)
     ne = neg_entropy(h(feat))
     loss = torch.nn.functional.cross_entropy(net.g(feat), labels) + lam * ne
     grad_fg = torch.autograd.grad(loss, list(net.parameters()))
-    net0, h0 = _params(m.net), _params(m.h)
+    net0, h0 = param_values(m.net), param_values(m.h)
     m.unlearn_step(x, labels)
     _assert_moved_by(m.net, net0, grad_fg, lr)
     assert all(torch.equal(a, b) for a, b in zip(h0, m.h.parameters()))

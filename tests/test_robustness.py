@@ -2,24 +2,15 @@
 import json
 import os
 import signal
-import time
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import SMALL_VAR, assert_user_error, fake_mnist, popen, run_py, train_args
+from conftest import wait_for, SMALL_VAR, assert_user_error, fake_mnist, popen, run_py, train_args
 from dataset import colored_mnist
 from models import ConvNet
 import checkpoint
-
-
-def _wait_for(path, proc, timeout=120):
-    t0 = time.time()
-    while not os.path.exists(path):
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() - t0 < timeout, f'{path} did not appear'
-        time.sleep(0.1)
 
 
 # -- bad data files through train.py ------------------------------------------------------------
@@ -101,7 +92,7 @@ def test_signal_saves_and_resume_continues(small_data_dir, tmp_path, sig):
     runs = tmp_path / 'runs'
     args = train_args(small_data_dir, runs, 'r', '--method', 'baseline', '--max_step', 10000)
     proc = popen(args)
-    _wait_for(runs / 'r' / 'checkpoint_last.pth', proc)
+    wait_for(lambda: os.path.exists(runs / 'r' / 'checkpoint_last.pth'), proc)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -140,7 +131,7 @@ def test_kill_during_save_keeps_last_intact_checkpoint(small_data_dir, tmp_path)
         'runpy.run_path("train.py", run_name="__main__")\n')
     args = train_args(small_data_dir, runs, 'k', '--method', 'baseline', '--max_step', 5, '--save_step', 1)
     proc = popen(['-c', wrapper] + args)
-    _wait_for(marker, proc)
+    wait_for(lambda: os.path.exists(marker), proc)
     proc.kill()
     proc.communicate()
     run = runs / 'k'
