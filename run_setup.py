@@ -17,8 +17,8 @@ import run_folder
 from dataset import colored_mnist
 from dataset.tensors import DRY_RUN_DATA, load_splits
 from trainer import Trainer
-from utils import (UserError, atomic_write_text, environment, resolve_arithmetic, resolve_device, seed_everything,
-                   sha256_file)
+from utils import (UserError, atomic_write_text, environment, native_bf16, resolve_arithmetic, resolve_device,
+                   seed_everything, sha256_file)
 
 
 def prepare_data(opt):
@@ -28,9 +28,16 @@ def prepare_data(opt):
                                 mnist_dir=opt.mnist_dir, seed=seed, palette=opt.palette)
 
 
-def warnings_for(opt):
-    """Choices that are allowed but rarely meant: one line each, before training starts."""
+def warnings_for(opt, device=None):
+    """Choices that are allowed but rarely meant: one line each, before training starts (``device``: the run's,
+    to say when bf16 is emulated there)."""
     out = []
+    if device is not None and getattr(opt, 'precision', None) == 'bf16' and not native_bf16(device):
+        where = 'a CPU without native bfloat16 (neither amx_bf16 nor avx512_bf16 in its flags)' \
+            if device.type == 'cpu' else f'{device}, which does not compute bfloat16 natively'
+        out.append(f'warning: --precision bf16 on {where}: autocast emulates it and training takes several times as '
+                   'long as in fp32 (about ten times on a 2-core AVX2 CPU); --precision auto or fp32 trains in fp32 '
+                   'here (paired fp32/bf16 runs agree within the spread between seeds: docs/speed.md)')
     cls = methods.get(opt.method)
     if cls.start_from and not opt.use_pretrain and not opt.resume:
         out.append(f'warning: --method {opt.method} from scratch at lr {opt.lr}; the paper\'s recipe starts it from a '
@@ -87,7 +94,7 @@ def start(opt, run_dir, logger, members=1):
     device = resolve_device(opt.device)
     resolve_arithmetic(opt, device)  # before the resume check: a run records the precision it used
     opt.environment = environment(device)  # where and with what it ran (options.json)
-    for line in warnings_for(opt):
+    for line in warnings_for(opt, device):
         print(line, file=sys.stderr)
 
     resume = None

@@ -11,6 +11,11 @@ records (``options.json``, ``results.jsonl``) of every finished run into ``--rec
 finished baseline (and of seed 1's LNL) into ``--weights`` (pretrained/, with provenance), so that committing
 those two folders is all a move to another machine needs: the relaunch skips the committed cells and starts LNL
 and BlindEye from the committed baseline weights when the baseline's run folder is not on this machine.
+
+Precision: ``auto`` (the default) trains in bf16 autocast where the machine computes bfloat16 natively (the
+headline runs: a CPU with AVX512-BF16) and in fp32 elsewhere, where emulated bf16 takes about ten times as long
+as fp32; every run records the precision it used, and paired fp32/bf16 runs agree within the spread between seeds
+(docs/speed.md). The choice is made here, once, and passed to every run as fp32 or bf16.
 """
 import os
 import sys
@@ -19,6 +24,7 @@ import methods
 import run_folder
 from dataset.colored_mnist import color_variance
 from experiments import pretrained, records, sweep
+from experiments.sweep.devices import auto_precision
 from utils import (DATA_DIR, REPO_ROOT, Parser, UserError, add_data_dir, add_precision, atomic_write_text,
                    existing_or_new_folder, run_main)
 from utils.runtime import repository_commit
@@ -132,8 +138,8 @@ def build_parser():
     p.add_argument('--methods', nargs='+', default=['baseline', 'lnl', 'blindeye', 'gray'],
                    choices=methods.method_names(), metavar='METHOD')
     p.add_argument('--runs_at_once', type=int, default=2, help='runs at once (one core each on a 2-core machine)')
-    add_precision(p, default='bf16', help='train.py --precision of every run (the headline runs: bf16 autocast on '
-                                         'the CPU)')
+    add_precision(p, default='auto', help='train.py --precision of every run; auto: bf16 autocast where this '
+                                         'machine computes it natively (the headline runs), else fp32')
     p.add_argument('--list', action='store_true', help='print what is committed and what is left, train nothing')
     p.add_argument('--commit', default=None,
                    help='with --harvest: the commit the runs were trained from (default: this checkout\'s)')
@@ -161,6 +167,20 @@ def portable(args, arg):
     return arg
 
 
+def run_precision(requested):
+    """``(precision, line)``: what every run of this campaign trains in (``auto`` decided for this machine) and a
+    line that says why, or warns when bf16 is asked for where it is emulated."""
+    native = auto_precision() == 'bf16'
+    if requested == 'auto':
+        return ('bf16', 'campaign: precision bf16 (this machine computes bfloat16 natively)') if native else \
+            ('fp32', 'campaign: precision fp32 (no native bfloat16 here: neither amx_bf16 nor avx512_bf16 on the CPU; '
+                     'paired fp32/bf16 runs agree, docs/speed.md)')
+    if requested == 'bf16' and not native:
+        return 'bf16', ('warning: --precision bf16 on a machine without native bfloat16: autocast emulates it and a '
+                        'run takes about ten times as long as in fp32; --precision auto trains in fp32 here')
+    return requested, f'campaign: precision {requested}'
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     train_args = argv[argv.index('--') + 1:] if '--' in argv else []
@@ -173,6 +193,9 @@ def main(argv=None):
                         '~/campaign/paper_e100): its checkpoints are not committed')
     args.commit = args.commit or repository_commit() or 'unknown'
     steps = plan(args)
+    if not (args.list or args.pending or args.harvest is not None):
+        args.precision, line = run_precision(args.precision)
+        print(line, file=sys.stderr if line.startswith('warning') else sys.stdout, flush=True)
     left = [(cv, seed, todo) for cv, seed, todo in steps if todo]
     if args.harvest is not None:
         copied = [name for cv in args.color_vars for seed in args.seeds for name in harvest(args, cv, seed, args.harvest)]

@@ -35,4 +35,24 @@ def test_a_campaign_moves_to_another_machine_with_its_committed_records_and_weig
     assert {'baseline_var0.020_seed1.pth', 'lnl_var0.020_seed1.pth'} <= set(prov)  # seed 1's LNL is shipped too
     assert prov['lnl_var0.020_seed1.pth']['records'] == 'records/lnl_var0.020_seed1'  # named from the repository
     assert not any(str(tmp_path) in e['command'] for e in prov.values()), prov  # no path of this machine
+    precision = opts['precision']  # decided by the campaign for this machine, passed to every run as such
+    assert precision in ('fp32', 'bf16') and f'campaign: precision {precision}' in second.stdout
+    assert all(f'--precision {precision}' in e['command'] for e in prov.values()), prov
     assert 'every cell committed' in campaign(tmp_path / 'machine2', records, weights, small_data_dir).stdout
+
+
+def test_auto_precision_is_decided_once_for_the_machine(monkeypatch):
+    from experiments import campaign as campaign_module
+    from experiments.sweep import devices
+    import utils
+    monkeypatch.setattr(devices, 'cuda_bf16', lambda: [])
+    monkeypatch.setattr(utils.runtime, 'cpu_features', lambda: {'avx2', 'avx512f', 'avx512_bf16'})
+    assert campaign_module.run_precision('auto') == ('bf16', 'campaign: precision bf16 (this machine computes '
+                                                              'bfloat16 natively)')
+    assert campaign_module.run_precision('bf16')[0] == 'bf16'
+    monkeypatch.setattr(utils.runtime, 'cpu_features', lambda: {'avx2'})  # emulated bf16: ten times as slow
+    precision, line = campaign_module.run_precision('auto')
+    assert precision == 'fp32' and 'no native bfloat16' in line
+    precision, line = campaign_module.run_precision('bf16')  # asked for: kept, with a warning
+    assert precision == 'bf16' and line.startswith('warning:') and '--precision auto' in line
+    assert campaign_module.run_precision('fp32') == ('fp32', 'campaign: precision fp32')

@@ -304,6 +304,13 @@ def test_the_budget_line_says_where_the_runs_ran():
     assert line == ('Ran on: AMD EPYC (cpu), torch 2.14.1: 1 run; NVIDIA H200 (cuda), torch 2.11.0, CUDA 13.0, '
                     'cuDNN 91000: 2 runs; not recorded: 1 run (trained before runs recorded it).'), line
     assert line in report.budget_lines(runs, 'x')
+    runs[0]['options']['precision'], runs[1]['options']['amp'] = 'fp32', True  # the rest: fp32 by default
+    assert report.where_they_ran(runs).endswith(' Precision: bf16 1 run, fp32 3 runs (each run\'s options.json; '
+                                                 'paired fp32/bf16 runs agree within the spread between seeds: '
+                                                 'docs/speed.md).')
+    runs[0]['options']['precision'] = 'bf16'
+    runs[2]['options']['precision'] = runs[3]['options']['precision'] = 'bf16'
+    assert report.where_they_ran(runs) == line  # one precision: the budget line says it
 
 
 def test_a_packed_epoch_counts_its_share_of_the_pack_time():

@@ -46,3 +46,14 @@ def test_a_run_records_its_precision_and_resume_keeps_it(small_data_dir, tmp_pat
     proc = run_py(base + ['--max_step', 2, '--resume', '--precision', 'fp32'])  # another precision: refused
     assert proc.returncode != 0 and "precision='fp32' (checkpoint: 'bf16')" in proc.stderr
     assert run_py(base + ['--max_step', 2, '--resume', '--precision', 'bf16']).returncode == 0
+
+
+def test_bf16_on_a_cpu_that_emulates_it_is_warned_about(monkeypatch):
+    from run_setup import warnings_for
+    cpu = torch.device('cpu')
+    monkeypatch.setattr(utils.runtime, 'cpu_features', lambda: {'avx2'})
+    lines = warnings_for(get_option(['-e', 'x', '--method', 'baseline', '--precision', 'bf16']), cpu)
+    assert len(lines) == 1 and 'emulates' in lines[0] and '--precision auto or fp32' in lines[0], lines
+    assert warnings_for(get_option(['-e', 'x', '--method', 'baseline', '--precision', 'fp32']), cpu) == []
+    monkeypatch.setattr(utils.runtime, 'cpu_features', lambda: {'avx2', 'avx512_bf16'})
+    assert warnings_for(get_option(['-e', 'x', '--method', 'baseline', '--precision', 'bf16']), cpu) == []
