@@ -170,6 +170,8 @@ def portable(args, arg):
 def run_precision(requested):
     """``(precision, line)``: what every run of this campaign trains in (``auto`` decided for this machine) and a
     line that says why, or warns when bf16 is asked for where it is emulated."""
+    if requested == 'fp32':
+        return requested, 'campaign: precision fp32'
     native = auto_precision() == 'bf16'
     if requested == 'auto':
         return ('bf16', 'campaign: precision bf16 (this machine computes bfloat16 natively)') if native else \

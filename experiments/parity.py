@@ -24,7 +24,7 @@ def pairs(runs):
     for run in runs:
         if run['test'] is None or run['method'] is None or run['color_var'] is None or run['dry_run']:
             continue
-        precision = run['options'].get('precision') or ('bf16' if run['options'].get('amp') else 'fp32')
+        precision = records.precision_of(run['options'])
         cell = out.setdefault((run['method'], run['color_var']), {}).setdefault(run['seed'], {})
         if precision in cell:
             raise UserError(f'{run["name"]}: a second {precision} run of {run["method"]} seed {run["seed"]}; '

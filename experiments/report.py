@@ -200,11 +200,14 @@ def where_they_ran(runs):
     """One line: the devices (GPU or CPU model) and torch/CUDA versions the counted runs recorded in their
     options (``environment``), with how many runs each; runs from before that record are counted apart; where the
     runs trained in more than one precision, how many in each."""
-    seen, unknown = {}, 0
+    seen, unknown, precisions = {}, 0, {}
     for run in runs:
         if run.get('test') is None:
             continue
-        env = (run.get('options') or {}).get('environment')
+        opts = run.get('options') or {}
+        precision = records.precision_of(opts)
+        precisions[precision] = precisions.get(precision, 0) + 1
+        env = opts.get('environment')
         if not isinstance(env, dict):
             unknown += 1
             continue
@@ -216,14 +219,8 @@ def where_they_ran(runs):
     if unknown:
         parts.append(f'not recorded: {unknown} run{"s" if unknown != 1 else ""} (trained before runs recorded it)')
     line = ('Ran on: ' + '; '.join(parts) + '.') if parts else ''
-    counts = {}
-    for run in runs:
-        opts = run.get('options') or {}
-        if run.get('test') is not None:
-            precision = opts.get('precision') or ('bf16' if opts.get('amp') else 'fp32')
-            counts[precision] = counts.get(precision, 0) + 1
-    if len(counts) > 1:  # a table of mixed precisions says so
-        line += ' Precision: ' + ', '.join(f'{p} {n} run{"s" if n != 1 else ""}' for p, n in sorted(counts.items())) + \
+    if len(precisions) > 1:  # a table of mixed precisions says so
+        line += ' Precision: ' + ', '.join(f'{p} {n} run{"s" if n != 1 else ""}' for p, n in sorted(precisions.items())) + \
             ' (each run\'s options.json; paired fp32/bf16 runs agree within the spread between seeds: docs/speed.md).'
     return line
 
