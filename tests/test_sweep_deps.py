@@ -34,11 +34,12 @@ def two_slots(monkeypatch):
     monkeypatch.setattr(cli, 'usable_cores', lambda: 2)
     monkeypatch.setattr(launchers, 'usable_cores', lambda: 2)
     monkeypatch.setattr(devices, 'visible_gpus', lambda: [])
-    real_child = runner.run_child
+    real_steps = runner.run_child_steps
 
-    def run_child(cmd, log, env=None, show=False):
-        return 0 if cmd[1].endswith('test.py') else real_child(cmd, log, env, show)
-    monkeypatch.setattr(runner, 'run_child', run_child)
+    def run_child_steps(steps, log, env=None, show=False):
+        steps = [step for step in steps if step[0] != 'test.py']
+        return real_steps(steps, log, env, show) if steps else ('test.py', 0)
+    monkeypatch.setattr(runner, 'run_child_steps', run_child_steps)
 
 
 def test_a_start_in_base_dir_waits_for_no_run_of_this_sweep(small_data_dir, tmp_path, monkeypatch, two_slots):
@@ -67,14 +68,15 @@ def test_a_start_in_base_dir_waits_for_no_run_of_this_sweep(small_data_dir, tmp_
 def test_a_failing_base_leaves_its_runs_unstarted_and_the_others_finish(small_data_dir, tmp_path, monkeypatch,
                                                                       two_slots):
     out = tmp_path / 'sweep'
-    real_child = runner.run_child
+    real_steps = runner.run_child_steps
 
-    def run_child(cmd, log, env=None, show=False):  # the baseline's training fails; the other runs train
-        if cmd[1].endswith('train.py') and cmd[cmd.index('--method') + 1] == 'baseline':
+    def run_child_steps(steps, log, env=None, show=False):  # the baseline's training fails; the other runs train
+        script, *args = steps[0]
+        if script == 'train.py' and args[args.index('--method') + 1] == 'baseline':
             log.write('stand-in: the training fails\n')
-            return 1
-        return real_child(cmd, log, env, show)
-    monkeypatch.setattr(runner, 'run_child', run_child)
+            return script, 1
+        return real_steps(steps, log, env, show)
+    monkeypatch.setattr(runner, 'run_child_steps', run_child_steps)
     proc = _sweep(small_data_dir, out, '--methods', 'baseline', 'lnl', 'blindeye', 'gray', '--runs_at_once', 2)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = _lines(proc)
@@ -97,7 +99,7 @@ def test_an_exception_in_a_run_is_that_runs_failure_and_the_sweep_goes_on(small_
             raise RuntimeError('the disk went away\nmore detail')
         return real(spec, **kwargs)
     monkeypatch.setattr(runner, 'execute', execute)
-    monkeypatch.setattr(runner, 'run_child', lambda cmd, log, env=None, show=False: 0)  # steps that succeed
+    monkeypatch.setattr(runner, 'run_child_steps', lambda steps, *a, **k: (steps[-1][0], 0))  # steps that succeed
     proc = _sweep(small_data_dir, tmp_path / 'sweep', '--methods', 'baseline', 'lnl', 'gray', '--runs_at_once', k)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert 'Traceback' not in proc.stdout + proc.stderr

@@ -10,12 +10,15 @@ from another (``start_from`` in its class: LNL and BlindEye start from the basel
 and seed, the authors' recipe) runs in the second phase, at its own learning rate (the class's ``lr``:
 0.01 for the baseline and Gray, 0.001 for the unlearning) and, with ``--unlearn_max_step``, for its own number
 of epochs. After training, each run is evaluated by test.py
-(``--probe`` for the methods whose class says ``probed``). Arguments after ``--`` go to train.py.
+(``--probe`` for the methods whose class says ``probed``), in the same child process (child.py: one start of
+Python and one import of PyTorch per run; the run's sweep.log shows each step's command). Arguments after
+``--`` go to train.py.
 ``python -m experiments.collect_results <out>`` turns the folder into the Fig. 4 table and plot.
 """
 # One module per concern, each importing only the ones above it: spec (what a run is) < devices (GPUs, without
 # CUDA in this process) < state (where a run stands, its start) < runner (one run's steps, the signals) <
-# launchers (where the runs run) < cli (the command line). ``python -m experiments.sweep`` runs __main__.py.
+# child (a run's steps in one process) and launchers (where the runs run) < cli (the command line).
+# ``python -m experiments.sweep`` runs __main__.py.
 from experiments.sweep.spec import RESERVED, learning_rate, make_spec, make_specs, run_name
 from experiments.sweep.devices import auto_precision, cuda_bf16, visible_gpus
 from experiments.sweep.state import (check_start_file, describe, differences, has_test_record, requested_options,

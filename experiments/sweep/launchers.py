@@ -87,7 +87,7 @@ def gpu_slots(k, threads):
 
 
 def launch_local(phases, bar, args, in_process=False):
-    """One run after another on this machine, each in its own process; with ``--runs_at_once K``, K runs at
+    """One run after another on this machine, each in a process of its own; with ``--runs_at_once K``, K runs at
     once, the cores split between them (train.py ``--threads``) and, on a machine with GPUs, each slot on its
     own GPU (round-robin when there are fewer GPUs than slots)."""
     if args.runs_at_once > 1 and not in_process:

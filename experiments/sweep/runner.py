@@ -1,6 +1,7 @@
-"""Running one run of the sweep: its training and test steps, each in a child process (or in this process for
-the smoke run), and the signal that stops the sweep passed on to the running children."""
+"""Running one run of the sweep: its training and test steps, in one child process (or in this process for the
+smoke run), and the signal that stops the sweep passed on to the running children."""
 import contextlib
+import json
 import os
 import runpy
 import shlex
@@ -65,11 +66,11 @@ def stop_in_process(signum, frame):
     raise KeyboardInterrupt
 
 
-def run_child(cmd, log, env=None, show=False):
-    """Run one step in a child process (output to ``log``, and to this terminal with ``show``); its exit
-    status. A signal to the sweep is passed on to it (see :func:`forward_signal`)."""
+def run_child(cmd, log, env=None, show=False, pass_fds=()):
+    """Run ``cmd`` in a child process (output to ``log``, and to this terminal with ``show``); its exit status.
+    A signal to the sweep is passed on to it (see :func:`forward_signal`)."""
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE if show else log, stderr=subprocess.STDOUT,
-                             cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL)
+                             cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, pass_fds=pass_fds)
     CHILDREN.add(child)
     try:
         if STOP['signal'] is not None:  # the signal came between the caller's check and the start
@@ -131,21 +132,49 @@ def plan(spec, fresh=False, overwrite=False):
 
 
 def run_steps(spec, steps, env=None, in_process=False, show=False):
-    """Run ``steps`` ([script, args...]) for one run, output appended to its sweep.log; None when all succeeded,
-    else the run's status line."""
+    """Run ``steps`` ([script, args...]) for one run, output appended to its sweep.log: in one child process
+    (:mod:`experiments.sweep.child`: one start of Python for all of them), or in this process for the smoke run;
+    None when all succeeded, else the run's status line."""
     os.makedirs(spec['run_dir'], exist_ok=True)
     log = run_folder.file(spec['run_dir'], run_folder.SWEEP_LOG)
     with open_no_follow(log, 'a') as fh:
-        for script, *rest in steps:
-            cmd = [sys.executable, os.path.join(REPO_ROOT, script)] + rest
-            fh.write(f'$ {shlex.join(cmd)}\n')
-            fh.flush()
-            rc = run_in_process(script, rest, fh) if in_process else run_child(cmd, fh, env, show)
-            if STOP['signal'] is not None:
-                return f'interrupted ({script} exit {rc}; relaunch the sweep to resume)'
-            if rc != 0:
-                return f'failed ({script} exit {rc}, see {log})'
+        script, rc = run_here(steps, fh) if in_process else run_child_steps(steps, fh, env, show)
+    if STOP['signal'] is not None:
+        return f'interrupted ({script} exit {rc}; relaunch the sweep to resume)'
+    if rc != 0:
+        return f'failed ({script} exit {rc}, see {log})'
     return None
+
+
+def step_command(script, args):
+    """The command line a step stands for, as the run's sweep.log shows it (it can be pasted)."""
+    return shlex.join([sys.executable, os.path.join(REPO_ROOT, script)] + list(args))
+
+
+def run_here(steps, log):
+    """``steps`` in this process, until one fails or a signal stops the sweep; ``(script, status)`` of the
+    last step run."""
+    for script, *rest in steps:
+        log.write(f'$ {step_command(script, rest)}\n')
+        log.flush()
+        rc = run_in_process(script, rest, log)
+        if rc != 0 or STOP['signal'] is not None:
+            break
+    return script, rc
+
+
+def run_child_steps(steps, log, env=None, show=False):
+    """``steps`` one after the other in one child process (:mod:`experiments.sweep.child`), which stops at the
+    first that fails; ``(script, status)``: the last step it started and its exit status."""
+    read_fd, write_fd = os.pipe()  # the child names each step here as it starts it
+    try:
+        cmd = [sys.executable, '-m', 'experiments.sweep.child', str(write_fd), json.dumps(steps)]
+        rc = run_child(cmd, log, env, show, pass_fds=(write_fd,))
+    finally:
+        os.close(write_fd)
+        with os.fdopen(read_fd, encoding='utf-8') as fh:
+            started = fh.read().split()
+    return (started[-1] if started else steps[0][0]), rc
 
 
 def execute(spec, env=None, in_process=False, fresh=False, overwrite=False, show=False):
