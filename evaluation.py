@@ -32,6 +32,8 @@ def evaluate(net, split, h=None, batch_size=1000, num_classes=10, mean_index=Non
     preds, correct_c, counted_c = [], 0, 0
     for start in range(0, len(split), batch_size):
         x = split.images[start:start + batch_size]
+        if x.device.type == 'cpu' and x.dim() == 4:  # the CPU's convolutions and pooling: 2x faster channels-last
+            x = x.contiguous(memory_format=torch.channels_last)
         feat, logits = net(x)
         preds.append(logits.argmax(1))
         if h is not None:

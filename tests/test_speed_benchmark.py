@@ -28,7 +28,7 @@ def quick(tmp_path_factory):
                       '<!-- speed:begin -->\n<!-- speed:end -->\n', encoding='utf-8')
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        res = speed.main(['--quick', '--iters', '2', '--warmup', '1', '--synthetic', '--n_images', '512',
+        res = speed.main(['--quick', '--iters', '1', '--warmup', '0', '--synthetic', '--n_images', '512',
                           '--num_workers', '0', '--device', 'cpu', '--threads', '1', '--json', str(tmp / 'speed.json'),
                           '--precisions', 'fp32', 'bf16', '--readme', str(readme)])
     return res, out.getvalue(), tmp / 'speed.json', readme
@@ -44,7 +44,7 @@ def test_main_prints_json_last(quick):
     for key in REQUIRED_OTHER:
         assert key in res, key
     assert res['data'] == 'synthetic'
-    assert res['iters'] == 2
+    assert res['iters'] == 1
     assert 'ours s/epoch' in stdout and ('PASS' in stdout or 'FAIL' in stdout)
     # fp32 and bf16 side by side, each against its own floor; the headline is train.py's default precision
     for p in ('fp32', 'bf16'):
