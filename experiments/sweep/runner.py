@@ -151,10 +151,12 @@ def step_command(script, args):
     return shlex.join([sys.executable, os.path.join(REPO_ROOT, script)] + list(args))
 
 
-def run_here(steps, log):
+def run_here(steps, log, starting=None):
     """``steps`` in this process, until one fails or a signal stops the sweep; ``(script, status)`` of the
-    last step run."""
+    last step run. ``starting(script)`` is called before each step."""
     for script, *rest in steps:
+        if starting is not None:
+            starting(script)
         log.write(f'$ {step_command(script, rest)}\n')
         log.flush()
         rc = run_in_process(script, rest, log)
