@@ -29,10 +29,10 @@ NUMERIC = ('test_acc', 'monitor_test_acc', 'aligned_acc', 'conflicting_acc', 'pr
            'color_var')
 
 
-
 def precision_of(options):
     """The precision a run trained in, from its options (runs from before --precision recorded ``amp``)."""
     return options.get('precision') or ('bf16' if options.get('amp') else 'fp32')
+
 
 def published(method, color_var):
     """``(accuracy, who)`` a method beyond the paper's Fig. 4 is reported at by its own authors (its card's

@@ -23,7 +23,6 @@ def main(argv):
             report.write(script + '\n')
             report.flush()
         _, status = run_here(steps, sys.stdout, starting)
-    sys.stdout.flush()
     if status == 0 and STOP['signal'] is not None:  # a signal during a step that still succeeded
         return 130
     return status
