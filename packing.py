@@ -7,8 +7,6 @@ own code (the same :meth:`methods.Method.update` as alone, its losses reduced pe
 would alone, to float rounding (tests/test_pack.py). The runs must agree on everything but their own
 (:data:`MEMBER_OWN`) and be at the same point (all fresh, or all stopped at the same batch).
 """
-import contextlib
-import signal
 import time
 
 import numpy as np
@@ -19,7 +17,7 @@ import methods
 import run_folder
 from methods.base import Method
 from models.pack import (member_optimizer_state, member_state_dict, pack_optimizer_states, pack_state_dicts)
-from trainer import Interrupted
+from trainer import Interrupted, StopOnSignal
 from utils import UserError
 
 # the options in which the runs of a pack may differ: which run it is, where it is written, what it starts from
@@ -49,7 +47,7 @@ def check_packable(opts):
         raise UserError('two runs of the pack write the same run folder; give each its own -e/--exp_name')
 
 
-class PackTrainer:
+class PackTrainer(StopOnSignal):
     """Trains the runs of ``trainers`` (one :class:`trainer.Trainer` each, made ready as for training alone) as one
     packed method."""
 
@@ -71,7 +69,6 @@ class PackTrainer:
                             'pack runs of the same --val_size on full data files')
         self.start_epoch = first.start_epoch
         self.packed = methods.build_method(self.opt, self.device, members=self.k)
-        self.stop_signal = None
         self.pack_in()
 
     @staticmethod
@@ -107,19 +104,6 @@ class PackTrainer:
                 view.optimizers[name].load_state_dict(member_optimizer_state(o.state_dict(), k, self.k))
             for name, s in self.packed.schedulers.items():
                 view.schedulers[name].load_state_dict(s.state_dict())
-
-    # -- signals --
-    def _on_signal(self, signum, frame):
-        self.stop_signal = signum
-
-    @contextlib.contextmanager
-    def signals(self):
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
 
     # -- loop --
     def fit(self):

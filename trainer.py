@@ -131,7 +131,25 @@ class EpochData:
         bar.close()
 
 
-class Trainer:
+class StopOnSignal:
+    """SIGINT and SIGTERM, while :meth:`signals` is entered, set ``stop_signal``: the training loop saves its state
+    at the end of the batch and stops (the handlers before are put back on leaving)."""
+    stop_signal = None
+
+    def _on_signal(self, signum, frame):
+        self.stop_signal = signum
+
+    @contextlib.contextmanager
+    def signals(self):
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+class Trainer(StopOnSignal):
     """Runs one method over the epochs, logs, evaluates and checkpoints into ``run_dir``."""
 
     def __init__(self, opt, method, splits, run_dir, logger, writer=None):
@@ -141,7 +159,6 @@ class Trainer:
         self.batch_gen.manual_seed(opt.random_seed)
         self.start_epoch = 0
         self.progress = None
-        self.stop_signal = None
         self.last_saved = None
         self.test_mean_index = splits['test'].mean_index if 'test' in splits else None
 
@@ -251,19 +268,6 @@ class Trainer:
         with torch.no_grad():
             loss = cross_entropy(net.g(net.f(train.images[:n])).float(), train.labels[:n])
         return bool(torch.isfinite(loss)) and float(loss) < LOSS_LIMIT
-
-    # -- signals --
-    def _on_signal(self, signum, frame):
-        self.stop_signal = signum
-
-    @contextlib.contextmanager
-    def signals(self):
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
 
     # -- loop --
     def fit(self):

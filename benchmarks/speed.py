@@ -32,7 +32,8 @@ interleaved across pipelines, and its median is what this reports already (over 
 
 The per-epoch numbers, the targets (printed as PASS/FAIL: each epoch within 1.15x of its floor; at
 train.py's default precision, a speed-up over the reference of 4x / 3x with native bf16, 2.5x / 1.7x with
-fp32) and the texts printed and written into the README are :mod:`benchmarks.speed_report`'s.
+fp32) and the texts printed and written into the README are :mod:`benchmarks.speed_report`'s; the three timed
+pipelines are :mod:`benchmarks.speed_pipelines`'s.
 The exit status is 0 whatever the result, unless ``--check`` is given (then 1 on a miss).
 
 Data: the real training set when ``--data_dir`` holds ``mnist_10color_jitter_var_0.020.npy``, else
@@ -53,7 +54,6 @@ import json
 import math
 import os
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run as ``python benchmarks/speed.py``: make the project importable
@@ -63,27 +63,23 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import methods  # noqa: E402
-from trainer import Trainer  # noqa: E402
 from dataset import colored_mnist  # noqa: E402
 from dataset.tensors import make_split  # noqa: E402
 from option import get_option  # noqa: E402
 from utils import (Parser, UserError, atomic_write_text, native_bf16, nonneg_int, positive_int,  # noqa: E402
                    replace_readme_section, resolve_device, resolve_precision, run_main, seed_everything,
                    without_options)
-# The authors' pipeline and the report, each in its own module; their names stay importable from here.
+# The authors' pipeline, the three timed pipelines and the report, each in its own module; their names stay
+# importable from here.
 from benchmarks.reference_pipeline import (BATCH_SIZE, BIN_WIDTH, PREFETCH_FACTOR, AuthorsLNLStep,  # noqa: E402,F401
                                            AuthorsStyleDataset, reference_loader)
 from benchmarks.speed_report import (ALL_METHOD_NAMES, EPOCH_IMAGES, EPOCH_ITERS, FLOOR_TARGET, METHOD_NAMES,  # noqa: E402,F401
                                      SHOWN_CPU_FLAGS, SPEEDUP_TARGETS, TRAIN_TIME_SECTION, device_name, display,
                                      duration, report, summarise, targets, train_time_text)
+from benchmarks.speed_pipelines import STEADY_EPOCH, Floor, Ours, Reference, clock  # noqa: E402,F401
 
 COLOR_VAR = 0.020
 PRECISIONS = ('fp32', 'bf16')
-
-# Learning rates of the authors' scripts; they only matter in keeping the losses finite.
-# The epoch index the timed blocks run as: not the first, so a method's work before its first epoch (CSAD's MI
-# warm-up passes, once per run) is not counted in every block.
-STEADY_EPOCH = 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -115,103 +111,6 @@ def load_data(data_dir, synthetic=False, n_images=None):
     why = '--synthetic' if synthetic else f'no {path}'
     images, labels = synthetic_colored_mnist(n_images or EPOCH_IMAGES)
     return images, labels, 'synthetic', f'synthetic Colored-MNIST-like ({why})'
-
-
-# --------------------------------------------------------------------------------------------------
-# The three pipelines; ``run(k)`` does k iterations and returns the seconds they took
-# --------------------------------------------------------------------------------------------------
-
-def clock(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
-class Ours:
-    """Blocks of consecutive batches of one epoch through ``Trainer.train_epoch`` itself.
-
-    A block that starts an epoch lets ``train_epoch`` draw the order from the trainer's generator;
-    later blocks of the same epoch continue it through the trainer's mid-epoch resume state
-    (``progress``), so the per-batch work is exactly the training loop's.
-    """
-
-    def __init__(self, opt, method, split, device):
-        self.trainer = Trainer(opt, method, {'train': split}, run_dir=None, logger=None)
-        self.split, self.device = split, device
-        self.n_batches = split.num_batches(opt.batch_size)
-        self.order, self.pos = None, 0
-
-    def run(self, k):
-        elapsed = 0.0
-        while k > 0:
-            tr = self.trainer
-            end = min(self.pos + k, self.n_batches)
-            if self.pos == 0:
-                gen_state = tr.batch_gen.get_state()
-                tr.progress = None
-            else:
-                tr.progress = {'order': self.order, 'pos': self.pos, 'sums': {}}
-            t0 = clock(self.device)
-            tr.train_epoch(STEADY_EPOCH, self.split, end)
-            elapsed += clock(self.device) - t0
-            if self.pos == 0:
-                # the order train_epoch drew, recomputed (untimed) so the next block continues it
-                gen = torch.Generator()
-                gen.set_state(gen_state)
-                self.order = torch.randperm(len(self.split), generator=gen)
-            k -= end - self.pos
-            self.pos = end % self.n_batches
-        return elapsed
-
-
-class Floor:
-    """``method.update`` on one fixed batch already in memory, nothing else."""
-
-    def __init__(self, method, split, device):
-        self.method, self.device = method, device
-        self.batch = (split.images[:BATCH_SIZE], split.colors[:BATCH_SIZE], split.labels[:BATCH_SIZE])
-        method.train(True)
-
-    def run(self, k):
-        t0 = clock(self.device)
-        for _ in range(k):
-            self.method.update(*self.batch)
-        return clock(self.device) - t0
-
-
-class Reference:
-    """The authors' loop: a batch from the DataLoader, copied to the device, one training step.
-
-    Each block starts the loader's workers afresh and shuts them down at its end (the authors'
-    loader is not persistent either), so no worker prepares batches while ``ours`` or ``floor``
-    is timed. The batches the workers prepare while starting up (``queued``) are taken off
-    untimed: that leaves the workers busy and the queue empty, the steady state of a loader that
-    cannot keep up (one that can refills it at once), and keeps the start-up out of the clock.
-    """
-
-    def __init__(self, method, loader, device, queued):
-        self.method, self.loader, self.device, self.queued = method, loader, device, queued
-        method.train(True)
-
-    def run(self, k):
-        # a block never needs more than one epoch of batches, except on tiny test data
-        queued = max(0, min(self.queued, len(self.loader) - k))
-        it = iter(self.loader)
-        try:
-            for _ in range(queued):
-                next(it)
-            t0 = clock(self.device)
-            for _ in range(k):
-                try:
-                    images, colors, labels = next(it)
-                except StopIteration:
-                    it = iter(self.loader)
-                    images, colors, labels = next(it)
-                self.method.update(images.to(self.device), colors.to(self.device),
-                                   labels.to(self.device))
-            return clock(self.device) - t0
-        finally:
-            del it  # shuts the workers down before the next block
 
 
 # --------------------------------------------------------------------------------------------------
@@ -341,6 +240,13 @@ def resolve_precisions(args, device):
     return args
 
 
+def write_readme(args, argv, text):
+    """The command that measured (less its README options) and its report, into the README's ``--section``."""
+    shown = without_options(argv if argv is not None else sys.argv[1:], ('--readme', '--train_time_readme'))
+    cmd = 'python benchmarks/speed.py ' + ' '.join(shown)
+    replace_readme_section(args.readme, args.section, f'```\n$ {cmd.strip()}\n{text}\n```')
+
+
 def from_record(args, argv):
     """The report of a saved record (--from_json), printed and, with --readme, written with the command."""
     try:
@@ -353,9 +259,7 @@ def from_record(args, argv):
                         'give the file that run wrote') from None
     print(text)
     if args.readme:
-        shown = without_options(argv if argv is not None else sys.argv[1:], ('--readme', '--train_time_readme'))
-        cmd = 'python benchmarks/speed.py ' + ' '.join(shown)
-        replace_readme_section(args.readme, args.section, f'```\n$ {cmd.strip()}\n{text}\n```')
+        write_readme(args, argv, text)
         if args.train_time_readme:  # only where asked: the default file's costs are this machine's
             replace_readme_section(args.train_time_readme, args.train_time_section,
                                    train_time_text(res) + f' (the record: {args.from_json})')
@@ -385,9 +289,7 @@ def main(argv=None):
     if args.json:
         atomic_write_text(args.json, line + '\n')
     if args.readme:
-        shown = without_options(argv if argv is not None else sys.argv[1:], ('--readme', '--train_time_readme'))
-        cmd = 'python benchmarks/speed.py ' + ' '.join(shown)
-        replace_readme_section(args.readme, args.section, f'```\n$ {cmd.strip()}\n{report(res, data_desc)}\n```')
+        write_readme(args, argv, report(res, data_desc))
         if res.get('baseline_epoch_s') is not None and res.get('lnl_epoch_s') is not None:
             with contextlib.suppress(UserError):  # a README without the section keeps only the table
                 replace_readme_section(args.train_time_readme or args.readme, args.train_time_section,

@@ -1,4 +1,5 @@
-"""What can be checked of the Docker image, the entry scripts and the README without a Docker engine."""
+"""What can be checked of the Docker image, the entry scripts, the README and the source files without a Docker
+engine."""
 import os
 import re
 import shlex
@@ -12,6 +13,24 @@ from conftest import ROOT
 def _read(name):
     with open(os.path.join(ROOT, name)) as fh:
         return fh.read()
+
+
+MAX_LINES = 400  # a source file longer than this is doing two jobs
+NOT_SOURCE = ('.venv', 'data', 'runs', 'smoke', 'sweeps', 'pretrained', 'docs', '__pycache__')
+
+
+def test_no_source_file_is_over_the_line_limit():
+    long = []
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in NOT_SOURCE and (d == '.ci' or not d.startswith('.'))]
+        for name in files:
+            if name.endswith(('.py', '.sh')) or name in ('Dockerfile', 'run'):
+                path = os.path.join(folder, name)
+                with open(path, encoding='utf-8', errors='replace') as fh:
+                    n = sum(1 for _ in fh)
+                if n > MAX_LINES:
+                    long.append((os.path.relpath(path, ROOT), n))
+    assert not long, f'over {MAX_LINES} lines: {long}; split each into the modules of its concepts'
 
 
 def _dockerfile_instructions():
