@@ -290,14 +290,23 @@ def test_the_in_process_steps_do_not_import_the_entry_scripts_as_modules():
 @pytest.mark.slow
 def test_a_packed_sweep_trains_each_method_as_packs_and_resumes_them(small_data_dir, tmp_path, monkeypatch):
     """--pack 2: the two seeds of each method train as one pack (the LNL pack after the baseline pack it starts
-    from), each into its own run folder, evaluated by test.py; a relaunch resumes an unfinished pack as one (the
-    command it starts is checked here; test_pack.py checks that train_pack.py resumes such a pack exactly)."""
+    from), each into its own run folder, evaluated by test.py in the pack's process; a relaunch resumes an unfinished
+    pack as one (the command it starts is checked here; test_pack.py checks that train_pack.py resumes such a pack
+    exactly)."""
     out = tmp_path / 'sweep'
     args = ['-m', 'experiments.sweep', '--color_vars', '0.020', '--methods', 'baseline', 'lnl', '--seeds', '1', '2',
             '--out', out, '--data_dir', small_data_dir, '--launcher', 'local', '--pack', '2', '--pack_on_cpu',
             '--no_probe', '--', '--dry_run', '--max_step', '1']
+    from experiments.sweep import runner
+    children, real_child = [], runner.run_child
+
+    def run_child(cmd, *a, **k):
+        children.append(cmd)
+        return real_child(cmd, *a, **k)
+    monkeypatch.setattr(runner, 'run_child', run_child)
     proc = run_py(args, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(children) == 2, children  # a pack trains and evaluates its runs in one process
     names = [f'{m}_var0.020_seed{s}' for m in ('baseline', 'lnl') for s in (1, 2)]
     for name in names:
         assert f'finished   {name}' in proc.stdout, proc.stdout
@@ -309,9 +318,12 @@ def test_a_packed_sweep_trains_each_method_as_packs_and_resumes_them(small_data_
     assert 'trained in a pack of 2' in (out / 'lnl_var0.020_seed2' / 'sweep.log').read_text()
     for name in names[2:]:  # an unfinished pack: both runs resume, together
         os.remove(out / name / 'done')
-    from experiments.sweep import runner
     started = []
-    monkeypatch.setattr(runner, 'run_child_steps', lambda steps, *a, **k: started.extend(steps) or (steps[-1][0], 0))
+
+    def run_child_steps(steps, log, env=None, show=False, tests=None):  # steps and tests that succeed
+        started.extend(steps + [step for step, _ in tests or []])
+        return (steps[-1][0], 0) if tests is None else ((steps[-1][0], 0), [0] * len(tests))
+    monkeypatch.setattr(runner, 'run_child_steps', run_child_steps)
     proc = run_py(args, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert all(f'finished   {n}' in proc.stdout for n in names[2:]) and 'skipped    baseline' in proc.stdout

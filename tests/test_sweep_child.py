@@ -1,4 +1,5 @@
-"""A run's steps (train.py, then test.py) in one child process of the sweep (experiments/sweep/child.py)."""
+"""A run's steps (train.py, then test.py), or a pack's (train_pack.py, then each run's test.py), in one child
+process of the sweep (experiments/sweep/child.py)."""
 import json
 
 from experiments.sweep import runner
@@ -23,6 +24,22 @@ def test_steps_run_in_one_child_stop_at_the_first_failure_and_name_it(tmp_path):
     with open(log, 'a') as fh:  # the first step fails: the second never starts
         assert runner.run_child_steps([failing, ok], fh) == ('test.py', 2)
     assert len(commands(log)) == 1
+
+
+def test_a_packs_tests_run_after_its_training_each_into_its_own_log_whatever_the_others(tmp_path):
+    ok = ['train.py', '--help']
+    failing = ['test.py', '-e', 'nothing', '--save_dir', str(tmp_path)]
+    logs = [tmp_path / f'run{i}.log' for i in range(3)]
+    tests = [(failing, str(logs[0])), (ok, str(logs[1])), (failing, str(logs[2]))]
+    with open(logs[0], 'a') as fh:
+        assert runner.run_child_steps([ok], fh, tests=tests) == (('train.py', 0), [2, 0, 2])
+    assert [[line.split()[2].rsplit('/', 1)[-1] for line in commands(log)] for log in logs] == \
+        [['train.py', 'test.py'], ['train.py'], ['test.py']]
+    assert 'error: ' in logs[2].read_text() and 'error: ' not in logs[1].read_text()
+
+    with open(logs[0], 'a') as fh:  # the training fails: no test starts
+        assert runner.run_child_steps([failing], fh, tests=tests[1:]) == (('test.py', 2), [None, None])
+    assert len(commands(logs[1])) == 1
 
 
 def test_a_sweep_run_starts_one_process_for_training_and_test(small_data_dir, tmp_path, monkeypatch):

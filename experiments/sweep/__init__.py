@@ -11,7 +11,8 @@ and seed, the authors' recipe) runs in the second phase, at its own learning rat
 0.01 for the baseline and Gray, 0.001 for the unlearning) and, with ``--unlearn_max_step``, for its own number
 of epochs. After training, each run is evaluated by test.py
 (``--probe`` for the methods whose class says ``probed``), in the same child process (child.py: one start of
-Python and one import of PyTorch per run; the run's sweep.log shows each step's command). Arguments after
+Python and one import of PyTorch per run, or per pack with ``--pack``; the run's sweep.log shows each step's
+command). Arguments after
 ``--`` go to train.py.
 ``python -m experiments.collect_results <out>`` turns the folder into the Fig. 4 table and plot.
 """

@@ -131,6 +131,15 @@ def plan(spec, fresh=False, overwrite=False):
     return None, note
 
 
+def step_status(script, rc, log):
+    """The status line of a run whose step ``script`` ended with ``rc``: None when it succeeded."""
+    if STOP['signal'] is not None:
+        return f'interrupted ({script} exit {rc}; relaunch the sweep to resume)'
+    if rc != 0:
+        return f'failed ({script} exit {rc}, see {log})'
+    return None
+
+
 def run_steps(spec, steps, env=None, in_process=False, show=False):
     """Run ``steps`` ([script, args...]) for one run, output appended to its sweep.log: in one child process
     (:mod:`experiments.sweep.child`: one start of Python for all of them), or in this process for the smoke run;
@@ -139,11 +148,30 @@ def run_steps(spec, steps, env=None, in_process=False, show=False):
     log = run_folder.file(spec['run_dir'], run_folder.SWEEP_LOG)
     with open_no_follow(log, 'a') as fh:
         script, rc = run_here(steps, fh) if in_process else run_child_steps(steps, fh, env, show)
-    if STOP['signal'] is not None:
-        return f'interrupted ({script} exit {rc}; relaunch the sweep to resume)'
-    if rc != 0:
-        return f'failed ({script} exit {rc}, see {log})'
-    return None
+    return step_status(script, rc, log)
+
+
+def run_group_steps(specs, steps, env=None):
+    """The training ``steps`` of the runs ``specs`` (a pack's train_pack.py, a run's train.py, or none), output
+    appended to the first run's sweep.log, then each run's test.py, its output appended to its own sweep.log, whatever
+    the others' status: all in one child process. ``{name: status line}``, None for a run that finished."""
+    for spec in specs:
+        os.makedirs(spec['run_dir'], exist_ok=True)
+    logs = [run_folder.file(spec['run_dir'], run_folder.SWEEP_LOG) for spec in specs]
+    tests = [(['test.py'] + spec['test'], log) for spec, log in zip(specs, logs)]
+    with open_no_follow(logs[0], 'a') as fh:
+        (script, rc), tested = run_child_steps(steps, fh, env, tests=tests)
+    failed = step_status(script, rc, logs[0]) if steps else None
+    if failed is not None:
+        return {spec['name']: failed for spec in specs}
+    statuses = {}
+    for spec, log, test_rc in zip(specs, logs, tested):
+        if test_rc is None:  # never started: the sweep was stopped, or the child ended before it
+            statuses[spec['name']] = 'not started (sweep interrupted)' if STOP['signal'] is not None else \
+                f'failed (test.py not started: the child exited {rc}, see {logs[0]})'
+        else:  # a test that finished before a signal stopped the sweep has finished
+            statuses[spec['name']] = None if test_rc == 0 else step_status('test.py', test_rc, log)
+    return statuses
 
 
 def step_command(script, args):
@@ -165,18 +193,30 @@ def run_here(steps, log, starting=None):
     return script, rc
 
 
-def run_child_steps(steps, log, env=None, show=False):
+def run_child_steps(steps, log, env=None, show=False, tests=None):
     """``steps`` one after the other in one child process (:mod:`experiments.sweep.child`), which stops at the
-    first that fails; ``(script, status)``: the last step it started and its exit status."""
-    read_fd, write_fd = os.pipe()  # the child names each step here as it starts it
+    first that fails; ``(script, status)``: the last step it started and its exit status. ``tests``: then, in the
+    same child when ``steps`` all succeeded, each of these ``(step, log path)`` (runs of a pack: one test.py each,
+    into its own log) whatever the others' status; with ``tests`` the return value is ``((script, status),
+    statuses)``, one status per test (None: not started)."""
+    read_fd, write_fd = os.pipe()  # the child names each step here as it starts it, and each test's status
     try:
-        cmd = [sys.executable, '-m', 'experiments.sweep.child', str(write_fd), json.dumps(steps)]
+        plan = {'steps': steps, 'tests': tests or []}
+        cmd = [sys.executable, '-m', 'experiments.sweep.child', str(write_fd), json.dumps(plan)]
         rc = run_child(cmd, log, env, show, pass_fds=(write_fd,))
     finally:
         os.close(write_fd)
         with os.fdopen(read_fd, encoding='utf-8') as fh:
-            started = fh.read().split()
-    return (started[-1] if started else steps[0][0]), rc
+            reports = [json.loads(line) for line in fh.read().splitlines() if line.strip()]
+    started = [r['script'] for r in reports if 'script' in r]
+    last = (started[-1] if started else steps[0][0] if steps else None), rc
+    if tests is None:
+        return last
+    tested = [None] * len(tests)
+    for r in reports:
+        if 'test' in r:  # started (the child's status, should it end during the test), then its own status
+            tested[r['test']] = r.get('status', rc)
+    return last, tested
 
 
 def execute(spec, env=None, in_process=False, fresh=False, overwrite=False, show=False):
@@ -193,8 +233,10 @@ def execute(spec, env=None, in_process=False, fresh=False, overwrite=False, show
 def execute_pack(specs, env=None, overwrite=False):
     """Train runs of one method as one pack (train_pack.py), then evaluate each; returns ``{name: status}``. Each
     run is planned as alone (:func:`plan`); those to train from their start go in one pack, those to resume in
-    another (an interrupted pack resumes as one), a group of one trains alone. The pack's output goes to the
-    first run's sweep.log; the others' logs name it."""
+    another (an interrupted pack resumes as one), a group of one trains alone, and those trained already are only
+    evaluated. A group trains and then evaluates its runs in one child process (:func:`run_group_steps`). The
+    pack's output goes to the first run's sweep.log, the others' logs name it; each run's test.py writes into its
+    own."""
     results, planned = {}, []
     for spec in specs:
         train, note = plan(spec, overwrite=overwrite)
@@ -202,31 +244,30 @@ def execute_pack(specs, env=None, overwrite=False):
             results[spec['name']] = train
         else:
             planned.append((spec, train, note))
-    for flag in ('--overwrite', '--resume'):
-        group = [(spec, train) for spec, train, _ in planned if train is not None and train[-1] == flag]
-        if len(group) == 1:
-            spec, train = group[0]
-            failed = run_steps(spec, [['train.py'] + train], env)
-        elif group:
+    for flag in ('--overwrite', '--resume', None):
+        group = [(spec, train) for spec, train, _ in planned
+                 if (train[-1] == flag if train is not None else flag is None)]
+        if not group:
+            continue
+        if flag is None:  # trained already: their tests only
+            steps = []
+        elif len(group) == 1:
+            steps = [['train.py'] + group[0][1]]
+        else:
             first = group[0][0]
-            command = ['train_pack.py'] + [a for _, train in group for a in ('--run', shlex.join(train))]
+            steps = [['train_pack.py'] + [a for _, train in group for a in ('--run', shlex.join(train))]]
             for spec, _ in group[1:]:
                 os.makedirs(spec['run_dir'], exist_ok=True)
                 with open_no_follow(run_folder.file(spec['run_dir'], run_folder.SWEEP_LOG), 'a') as fh:
                     fh.write(f'trained in a pack of {len(group)}; its output: {first["run_dir"]}/sweep.log\n')
-            failed = run_steps(first, [command], env)
-        else:
-            continue
-        if failed is not None:
-            for spec, _ in group:
-                results[spec['name']] = failed
-    for spec, _, note in planned:
-        if spec['name'] in results:
-            continue
         if STOP['signal'] is not None:
-            results[spec['name']] = 'not started (sweep interrupted)'
+            statuses = {spec['name']: 'not started (sweep interrupted)' for spec, _ in group}
         else:
-            results[spec['name']] = run_steps(spec, [['test.py'] + spec['test']], env) or 'finished' + note
+            statuses = run_group_steps([spec for spec, _ in group], steps, env)
+        results.update(statuses)
+    for spec, _, note in planned:
+        if results[spec['name']] is None:
+            results[spec['name']] = 'finished' + note
     return results
 
 
