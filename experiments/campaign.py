@@ -114,6 +114,22 @@ def harvest(args, cv, seed, command):
     return copied
 
 
+def here(args, name):
+    """Where run ``name`` stands in ``--out`` on this machine: '' (not there, or nothing saved), 'training now',
+    'finished' (not yet copied: the relaunch copies it) or 'at epoch N/M' (its state saved: the relaunch resumes it)."""
+    run_dir = os.path.join(args.out, name)
+    state = run_folder.state(run_dir) if os.path.isdir(run_dir) else 'new'
+    if state == 'running':
+        return 'training now'
+    if state == 'finished':
+        return 'finished'
+    if state == 'partial':
+        epochs = [r['epoch'] for r in run_folder.read_results(run_dir)
+                  if 'epoch_time_s' in r and isinstance(r.get('epoch'), int)]
+        return f'at epoch {max(epochs, default=0)}/{run_folder.read_options(run_dir).get("max_step", "?")}'
+    return ''
+
+
 def _newer(run_dir, rec_dir):
     """Whether the run's results.jsonl differs from the committed one (a run trained or tested again)."""
     a, b = run_folder.file(run_dir, run_folder.RESULTS), run_folder.file(rec_dir, run_folder.RESULTS)
@@ -140,7 +156,9 @@ def build_parser():
     p.add_argument('--runs_at_once', type=int, default=2, help='runs at once (one core each on a 2-core machine)')
     add_precision(p, default='auto', help='train.py --precision of every run; auto: bf16 autocast where this '
                                          'machine computes it natively (the headline runs), else fp32')
-    p.add_argument('--list', action='store_true', help='print what is committed and what is left, train nothing')
+    p.add_argument('--list', action='store_true',
+                   help='print what is committed and what is left (and of that, which runs --out holds saved part-way '
+                        'or finished: a relaunch here resumes or copies them), train nothing')
     p.add_argument('--commit', default=None,
                    help='with --harvest: the commit the runs were trained from (default: this checkout\'s)')
     p.add_argument('--pending', action='store_true',
@@ -212,7 +230,10 @@ def main(argv=None):
         return 0
     if args.list:
         for cv, seed, todo in steps:
-            print(f'sigma^2 {cv:.3f} seed {seed}: ' + (f'to train: {" ".join(todo)}' if todo else 'committed'))
+            found = [(m, here(args, sweep.run_name(m, cv, seed))) for m in todo]
+            found = ', '.join(f'{m} {where}' for m, where in found if where)
+            print(f'sigma^2 {cv:.3f} seed {seed}: ' + (f'to train: {" ".join(todo)}' if todo else 'committed')
+                  + (f' (in --out: {found})' if found else ''))
         print(f'{sum(len(t) for _, _, t in left)} runs left in {len(left)} steps')
         return 0
     for cv, seed, todo in left:

@@ -56,3 +56,21 @@ def test_auto_precision_is_decided_once_for_the_machine(monkeypatch):
     precision, line = campaign_module.run_precision('bf16')  # asked for: kept, with a warning
     assert precision == 'bf16' and line.startswith('warning:') and '--precision auto' in line
     assert campaign_module.run_precision('fp32') == ('fp32', 'campaign: precision fp32')
+
+
+def test_list_says_what_this_machine_has_saved_or_finished_of_the_runs_left(tmp_path):
+    out = tmp_path / 'out'
+    saved = out / 'lnl_var0.020_seed1'  # stopped after three epochs: the relaunch resumes it
+    saved.mkdir(parents=True)
+    (saved / 'options.json').write_text(json.dumps({'max_step': 100}))
+    (saved / 'results.jsonl').write_text(''.join(json.dumps({'epoch': e, 'epoch_time_s': 1.0}) + '\n'
+                                                 for e in (1, 2, 3)) + json.dumps({'epoch': 3, 'test_acc': 0.5}) + '\n')
+    (saved / 'checkpoint_epoch_0003.pth').write_bytes(b'')
+    (out / 'blindeye_var0.020_seed1').mkdir()
+    (out / 'blindeye_var0.020_seed1' / 'done').write_text('checkpoint_epoch_0100.pth\n')
+    (out / 'gray_var0.020_seed1').mkdir()  # an empty folder: nothing saved
+    listed = run_py(['-m', 'experiments.campaign', '--out', out, '--records', tmp_path / 'records', '--weights',
+                     tmp_path / 'weights', '--color_vars', '0.020', '--seeds', '1', '--list'])
+    assert listed.returncode == 0, listed.stderr
+    assert ('sigma^2 0.020 seed 1: to train: baseline lnl blindeye gray (in --out: lnl at epoch 3/100, blindeye '
+            'finished)\n') in listed.stdout, listed.stdout
