@@ -101,7 +101,8 @@ ENTRY_POINTS = {('train.py',): 'train', ('test.py',): 'test', ('benchmarks/speed
 
 def run_py(args, timeout=300, **kw):
     """Run an entry point's ``main(argv)`` in this process, the way ``utils.run_main`` runs it from the
-    command line (a ``UserError`` is ``error: ...`` on stderr and exit status 2), from the repository
+    command line (a ``UserError`` is ``error: ...`` on stderr and exit status 2; what ``main`` returns is the exit
+    status where the script exits with it), from the repository
     folder; returns a CompletedProcess. Anything else (``-c`` code, extra subprocess arguments) runs in
     a subprocess."""
     args = [str(a) for a in args]
@@ -119,8 +120,9 @@ def run_py(args, timeout=300, **kw):
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                module.main(args[len(key):])
-                code = 0
+                returned = module.main(args[len(key):])
+                # an entry point run as ``sys.exit(run_main(main))`` exits with what main returns
+                code = returned if exits_with_main(module) and isinstance(returned, int) else 0
             except UserError as exc:
                 print(f'error: {exc}', file=sys.stderr)
                 code = 2
@@ -129,6 +131,12 @@ def run_py(args, timeout=300, **kw):
     finally:
         os.chdir(cwd)
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def exits_with_main(module):
+    """Whether ``module``'s command line exits with the status its ``main`` returns."""
+    with open(module.__file__, encoding='utf-8') as fh:
+        return 'sys.exit(run_main(main))' in fh.read()
 
 
 def assert_user_error(proc, *fragments):

@@ -110,7 +110,7 @@ def test_ours_blocks_walk_whole_epochs():
     rec = _Recorder()
     ours = speed.Ours(opt, rec, split, torch.device('cpu'))
     for _ in range(4):
-        assert ours.run(3) >= 0  # blocks of 3 cross the epoch boundary
+        ours.run(3)  # blocks of 3 cross the epoch boundary
     seen = torch.cat(rec.seen)
     assert len(rec.seen) == 12
     first, second = seen[:n], seen[n:2 * n]

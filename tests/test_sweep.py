@@ -261,14 +261,27 @@ def test_the_sweep_process_never_initialises_cuda(tmp_path, monkeypatch):
 def test_cuda_is_asked_in_a_child_process(monkeypatch):
     """Where a GPU may exist, the devices and their bfloat16 support come from a child process (on a machine
     without one it finds none); CUDA_VISIBLE_DEVICES, when set, is the list of GPUs to hand out."""
+    import torch
+    available = torch.cuda.is_available()  # asked here by the test, before this process's CUDA is closed off
+
+    def no_cuda(*a, **k):
+        raise RuntimeError('the sweep process asked torch.cuda')
+    for name in ('device_count', 'init', '_lazy_init', 'get_device_capability', 'is_bf16_supported'):
+        monkeypatch.setattr(torch.cuda, name, no_cuda)
+    children, real_run = [], devices.subprocess.run
+
+    def run(cmd, *a, **k):
+        children.append(cmd)
+        return real_run(cmd, *a, **k)
+    monkeypatch.setattr(devices.subprocess, 'run', run)
     devices._query.cache_clear()
     monkeypatch.setattr(devices, 'cuda_possible', lambda: True)
     monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
-    import torch
     flags = devices.cuda_bf16()
+    assert [cmd[-1] for cmd in children] == [devices._QUERY], children  # asked once, of a child process
     assert isinstance(flags, tuple) and all(isinstance(f, bool) for f in flags)
-    assert devices.visible_gpus() == list(range(len(flags)))
-    if not torch.cuda.is_available():
+    assert devices.visible_gpus() == list(range(len(flags))) and len(children) == 1  # once per sweep
+    if not available:
         assert flags == ()
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '2,3')
     assert devices.visible_gpus() == ['2', '3']

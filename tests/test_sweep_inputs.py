@@ -28,7 +28,7 @@ def test_bad_train_options_are_one_line_before_any_work(tmp_path, extra, fragmen
 
 
 def test_generator_refuses_a_negative_seed(tmp_path):
-    proc = run_py(['-m', 'dataset.colored_mnist', '--data_dir', tmp_path, '--color_vars', '0.020', '--seed', '-1'])
+    proc = run_py(['-m', 'dataset.colored_mnist', '--data_dir', tmp_path, '--color_var', '0.020', '--seed', '-1'])
     assert_user_error(proc, '--seed')
 
 
