@@ -83,6 +83,18 @@ def check_writable(run_dir):
                         'it writable, or copy the run folder and evaluate the copy') from None
 
 
+def check_own_checkpoint(run_dir, path):
+    """A run folder that holds a trained run (its options.json) records evaluations of its own checkpoints only: the
+    tables would count another checkpoint's record as that run's result."""
+    trained = run_folder.read_options(run_dir)
+    if not trained or os.path.realpath(os.path.dirname(os.path.abspath(path))) == os.path.realpath(run_dir):
+        return
+    raise UserError(f'{run_dir} holds a trained run ({trained.get("method", "?")}, sigma^2 '
+                    f'{trained.get("color_var", "?")}) and {path} is not one of its checkpoints: its record would '
+                    'count as that run\'s result; give -e a new name for this evaluation, or drop -e to record it '
+                    'beside the checkpoint')
+
+
 def metrics_table(metrics):
     rows = [(key, f'{metrics[key]:.4f}') for key in
             ('test_acc', 'aligned_acc', 'conflicting_acc', 'color_acc', 'probe_color_acc') if key in metrics]
@@ -116,6 +128,8 @@ def run(args):
         ckpt = C.read_checkpoint(path, trust=args.trust_checkpoint)
     if run_dir is None:
         run_dir = os.path.dirname(os.path.abspath(path))
+    elif args.checkpoint is not None:
+        check_own_checkpoint(run_dir, path)
     check_writable(run_dir)
     opts = ckpt.get('options') or {}
     for key, kind in (('method', str), ('color_var', (int, float)), ('palette', str), ('dry_run', bool)):

@@ -4,6 +4,10 @@
 #   COLOR_VAR=0.035 SEED=2 bash test.sh
 #   bash test.sh path/to/checkpoint.pth [--color_var 0.020 ...]   # any checkpoint, ours or the authors'
 set -euo pipefail
+# paths given relative to the folder the command runs in (the script itself works from the repository folder)
+[ -z "${DATA_DIR:-}" ] || DATA_DIR=$(realpath -m -- "$DATA_DIR")
+[ -z "${SAVE_DIR:-}" ] || SAVE_DIR=$(realpath -m -- "$SAVE_DIR")
+HERE=$PWD
 cd "$(dirname "$0")"
 COLOR_VAR=${COLOR_VAR:-0.020}
 SEED=${SEED:-1}
@@ -24,8 +28,9 @@ checkpoint file given (ours or the authors').
 Environment variables:
   COLOR_VAR   colour variance sigma^2 of the runs (default 0.020)
   SEED        seed of the runs (default 1)
-  DATA_DIR    folder of the data files (default ./data)
-  SAVE_DIR    parent folder of the run folders (default ./runs)
+  DATA_DIR    folder of the data files (default: data/ of the repository; a relative path is taken from the
+              current folder, as are SAVE_DIR and a checkpoint path)
+  SAVE_DIR    parent folder of the run folders (default: runs/ of the repository)
   PYTHON      the Python interpreter (default python)
 
 Extra arguments go to every test.py call; test.py's options:
@@ -37,10 +42,11 @@ for arg in "$@"; do
 done
 
 if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
-  ckpt=$1; shift
+  ckpt=$(cd "$HERE" && realpath -m -- "$1"); shift
   exec "$PYTHON" test.py --checkpoint "$ckpt" --data_dir "$DATA_DIR" "$@"
 fi
 CV=$(LC_ALL=C printf '%.3f' "$COLOR_VAR" 2>/dev/null) || { echo "error: COLOR_VAR=$COLOR_VAR is not a number (e.g. COLOR_VAR=0.035)" >&2; exit 2; }
+[ "$(LC_ALL=C printf '%.9f' "$COLOR_VAR")" = "$(LC_ALL=C printf '%.9f' "$CV")" ] || { echo "error: COLOR_VAR=$COLOR_VAR has more than three decimals; the data files are made for sigma^2 in steps of 0.001 (e.g. COLOR_VAR=$CV)" >&2; exit 2; }
 # the train.sh command of these runs: the variables that differ from the defaults, then bash train.sh
 train_cmd=""
 [ "$CV" = 0.020 ] || train_cmd+="COLOR_VAR=$COLOR_VAR "

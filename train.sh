@@ -24,8 +24,9 @@ Environment variables:
   BASELINE    train (default): train the baseline, then LNL from it
               pretrained: LNL only, from the shipped baseline pretrained/baseline_var0.020_seed2.pth (sigma^2 0.020)
               FILE: LNL only, from that finished baseline checkpoint
-  DATA_DIR    folder of the data files, made there when missing (default ./data)
-  SAVE_DIR    parent folder of the run folders (default ./runs)
+  DATA_DIR    folder of the data files, made there when missing (default: data/ of the repository; a relative
+              path is taken from the current folder, as are SAVE_DIR and BASELINE=FILE)
+  SAVE_DIR    parent folder of the run folders (default: runs/ of the repository)
   PYTHON      the Python interpreter (default python)
 
 Extra arguments go to both train.py calls (python train.py --help lists them), e.g. --max_step 2, --precision fp32,
@@ -39,6 +40,9 @@ for arg in "$@"; do
   case "$arg" in -h|--help) usage; exit 0 ;; --) break ;; esac
 done
 case "${BASELINE:-train}" in train|pretrained) ;; *) BASELINE=$(realpath -m -- "$BASELINE") ;; esac
+# paths given relative to the folder the command runs in (the script itself works from the repository folder)
+[ -z "${DATA_DIR:-}" ] || DATA_DIR=$(realpath -m -- "$DATA_DIR")
+[ -z "${SAVE_DIR:-}" ] || SAVE_DIR=$(realpath -m -- "$SAVE_DIR")
 cd "$(dirname "$0")"
 COLOR_VAR=${COLOR_VAR:-0.020}
 SEED=${SEED:-1}
@@ -46,6 +50,7 @@ DATA_DIR=${DATA_DIR:-./data}
 SAVE_DIR=${SAVE_DIR:-./runs}
 PYTHON=${PYTHON:-python}
 CV=$(LC_ALL=C printf '%.3f' "$COLOR_VAR" 2>/dev/null) || { echo "error: COLOR_VAR=$COLOR_VAR is not a number (e.g. COLOR_VAR=0.035)" >&2; exit 2; }
+[ "$(LC_ALL=C printf '%.9f' "$COLOR_VAR")" = "$(LC_ALL=C printf '%.9f' "$CV")" ] || { echo "error: COLOR_VAR=$COLOR_VAR has more than three decimals; the data files are made for sigma^2 in steps of 0.001 (e.g. COLOR_VAR=$CV)" >&2; exit 2; }
 sweep_args=()
 train_args=()
 for arg in "$@"; do

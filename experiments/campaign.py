@@ -19,6 +19,7 @@ as fp32; every run records the precision it used, and paired fp32/bf16 runs agre
 """
 import os
 import sys
+import tempfile
 
 import methods
 import run_folder
@@ -26,7 +27,7 @@ from dataset.colored_mnist import color_variance
 from experiments import pretrained, records, sweep
 from experiments.sweep.devices import auto_precision
 from utils import (DATA_DIR, REPO_ROOT, Parser, UserError, add_data_dir, add_precision, atomic_write_text,
-                   existing_or_new_folder, run_main)
+                   existing_or_new_folder, positive_int, run_main, seed_number)
 from utils.runtime import repository_commit
 
 # The curve's order: the six variances without a paper-budget run, then 0.020 (where only Gray seed 1 is missing).
@@ -101,6 +102,10 @@ def harvest(args, cv, seed, command):
         if committed(args.records, name, m, cv, args.dry_run) and not _newer(run_dir, os.path.join(args.records, name)):
             continue
         dest = os.path.join(args.records, name)
+        if args.dry_run and run_folder.read_options(dest) and not run_folder.read_options(dest).get('dry_run'):
+            print(f'campaign: {dest} holds a real run\'s records: the dry run {name} is not copied over them',
+                  file=sys.stderr)
+            continue
         os.makedirs(dest, exist_ok=True)
         for f in RECORD_FILES:
             with open(os.path.join(run_dir, f), encoding='utf-8') as fh:
@@ -137,6 +142,28 @@ def _newer(run_dir, rec_dir):
         return fa.read() != fb.read()
 
 
+def check_writable_folder(flag, folder):
+    """``folder`` can be written (made, where it is missing: its nearest existing folder can be written)."""
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise UserError(f'cannot write into {flag} {folder} ({exc.strerror}); the finished runs are copied there: '
+                        'give a folder you can write to') from None
+
+
+def check_no_real_records(folder):
+    """A dry-run campaign copies its records into a folder of its own: never over the records of real runs."""
+    real = sorted(name for name in (os.listdir(folder) if os.path.isdir(folder) else ())
+                  if (opts := run_folder.read_options(os.path.join(folder, name))) and not opts.get('dry_run'))
+    if real:
+        raise UserError(f'--records {folder} holds the records of real runs ({real[0]}, ...); a dry-run campaign '
+                        '(-- --dry_run) copies its records there: give --records and --weights folders of its own')
+
+
 def build_parser():
     p = Parser(description='Train the paper-budget Fig. 4 grid one (sigma^2, seed) at a time, skipping the cells '
                            'whose records are committed; records and baseline weights are copied into the '
@@ -144,16 +171,16 @@ def build_parser():
     p.add_argument('--out', required=True, type=existing_or_new_folder,
                    help='folder of the run folders (outside the work tree, e.g. ~/campaign/paper_e100)')
     p.add_argument('--records', default=os.path.join(REPO_ROOT, 'docs', 'results', 'paper_e100'),
-                   help='folder of the committed records (default: docs/results/paper_e100)')
-    p.add_argument('--weights', default=pretrained.PRETRAINED_DIR,
+                   type=existing_or_new_folder, help='folder of the committed records (default: docs/results/paper_e100)')
+    p.add_argument('--weights', default=pretrained.PRETRAINED_DIR, type=existing_or_new_folder,
                    help='folder of the committed weights (default: pretrained/)')
     add_data_dir(p)
     p.add_argument('--color_vars', type=color_variance, nargs='+', default=list(CAMPAIGN_VARIANCES),
                    metavar='SIGMA2', help='in the order to train them (default: 0.025 ... 0.050, then 0.020)')
-    p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3], metavar='SEED')
+    p.add_argument('--seeds', type=seed_number, nargs='+', default=[1, 2, 3], metavar='SEED')
     p.add_argument('--methods', nargs='+', default=['baseline', 'lnl', 'blindeye', 'gray'],
                    choices=methods.method_names(), metavar='METHOD')
-    p.add_argument('--runs_at_once', type=int, default=2, help='runs at once (one core each on a 2-core machine)')
+    p.add_argument('--runs_at_once', type=positive_int, default=2, help='runs at once (one core each on a 2-core machine)')
     add_precision(p, default='auto', help='train.py --precision of every run; auto: bf16 autocast where this '
                                          'machine computes it natively (the headline runs), else fp32')
     p.add_argument('--list', action='store_true',
@@ -217,6 +244,11 @@ def main(argv=None):
         args.precision, line = run_precision(args.precision)
         print(line, file=sys.stderr if line.startswith('warning') else sys.stdout, flush=True)
     left = [(cv, seed, todo) for cv, seed, todo in steps if todo]
+    if not (args.list or args.pending or args.harvest is not None):
+        for flag, folder in (('--records', args.records), ('--weights', args.weights)):
+            check_writable_folder(flag, folder)  # before hours of training whose results go there
+        if args.dry_run:
+            check_no_real_records(args.records)
     if args.harvest is not None:
         copied = [name for cv in args.color_vars for seed in args.seeds for name in harvest(args, cv, seed, args.harvest)]
         print(f'campaign: {len(copied)} finished runs copied')

@@ -74,3 +74,18 @@ def test_list_says_what_this_machine_has_saved_or_finished_of_the_runs_left(tmp_
     assert listed.returncode == 0, listed.stderr
     assert ('sigma^2 0.020 seed 1: to train: baseline lnl blindeye gray (in --out: lnl at epoch 3/100, blindeye '
             'finished)\n') in listed.stdout, listed.stdout
+
+
+def test_a_dry_run_is_never_harvested_over_a_real_runs_records(small_data_dir, tmp_path):
+    out, records, name = tmp_path / 'out', tmp_path / 'records', 'baseline_var0.020_seed1'
+    assert run_py(['train.py', '-e', name, '--save_dir', out, '--data_dir', small_data_dir, '--no_generate',
+                   '--dry_run', '--max_step', '1', '--no_progress']).returncode == 0
+    assert run_py(['test.py', '-e', name, '--save_dir', out, '--data_dir', small_data_dir]).returncode == 0
+    (records / name).mkdir(parents=True)
+    real = json.dumps({'method': 'baseline', 'color_var': 0.02, 'max_step': 100})
+    (records / name / 'options.json').write_text(real)
+    proc = run_py(['-m', 'experiments.campaign', '--out', out, '--records', records, '--weights', tmp_path / 'w',
+                   '--color_vars', '0.020', '--seeds', '1', '--methods', 'baseline', '--harvest', 'cmd', '--',
+                   '--dry_run'])
+    assert proc.returncode == 0 and 'holds a real run' in proc.stderr, proc.stdout + proc.stderr
+    assert (records / name / 'options.json').read_text() == real and not (records / name / 'results.jsonl').exists()

@@ -21,7 +21,8 @@ def shell(tmp_path):
         if log.exists():
             log.unlink()
         full = dict(os.environ, PYTHON=str(fake), CALLS=str(log), SAVE_DIR=str(tmp_path / 'runs'),
-                    DATA_DIR=str(tmp_path / 'data'), **env)
+                    DATA_DIR=str(tmp_path / 'data'))
+        full.update(env)
         for key in ('COLOR_VAR', 'SEED', 'BASELINE'):
             if key not in env:
                 full.pop(key, None)
@@ -80,3 +81,25 @@ def test_train_sh_says_the_shipped_baseline_is_seed_2(shell):
     assert calls and calls[0][calls[0].index('--seeds') + 1] == '3'
     proc, _ = shell('train.sh', '--max_step', '1', BASELINE='pretrained', SEED='2')
     assert 'seed-2' not in proc.stderr
+
+
+@pytest.mark.parametrize('script', ['train.sh', 'test.sh'])
+def test_a_colour_variance_with_more_decimals_is_refused_not_rounded(shell, script):
+    proc, calls = shell(script, COLOR_VAR='0.0204')
+    assert proc.returncode == 2 and calls == [], proc.stderr
+    assert 'COLOR_VAR=0.0204 has more than three decimals' in proc.stderr and 'COLOR_VAR=0.020' in proc.stderr
+
+
+def test_relative_paths_are_taken_from_the_current_folder(shell, tmp_path):
+    """The scripts work from the repository folder; the user's relative paths mean the folder the command runs in."""
+    proc, calls = shell('test.sh', 'mine.pth', DATA_DIR='data')
+    assert proc.returncode == 0, proc.stderr
+    assert calls == [['test.py', '--checkpoint', str(tmp_path / 'mine.pth'), '--data_dir', str(tmp_path / 'data')]]
+    _trained(tmp_path, 'lnl_var0.020_seed1')
+    proc, calls = shell('test.sh', SAVE_DIR='runs')
+    assert proc.returncode == 0, proc.stderr
+    assert calls[0][calls[0].index('--save_dir') + 1] == str(tmp_path / 'runs')
+    proc, calls = shell('train.sh', '--max_step', '1', SAVE_DIR='runs', DATA_DIR='data')
+    assert proc.returncode == 0, proc.stderr
+    assert calls[0][calls[0].index('--out') + 1] == str(tmp_path / 'runs')
+    assert calls[0][calls[0].index('--data_dir') + 1] == str(tmp_path / 'data')

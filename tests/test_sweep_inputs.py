@@ -152,7 +152,7 @@ def test_folders_that_cannot_be_written_are_one_line(small_data_dir, tmp_path):
     (tmp_path / 'FILE').write_text('x')
     proc = run_py(['train.py', '-e', 'r', '--save_dir', tmp_path / 'FILE' / 'runs', '--data_dir', small_data_dir,
                    '--no_generate', '--dry_run', '--max_step', 1])
-    assert_user_error(proc, 'cannot create the run folder')
+    assert_user_error(proc, 'lies inside the file')
     from dataset import colored_mnist
     from utils import UserError
     with pytest.raises(UserError, match='cannot write the data file'):
@@ -208,3 +208,23 @@ def test_test_py_palette_evaluates_an_authors_checkpoint_on_supplementary_data(t
     proc = run_py(args + ['--palette', 'supplementary_names'])
     assert proc.returncode == 0, proc.stderr
     assert read_jsonl(str(tmp_path / 'results.jsonl'))[-1]['data_file'].endswith('_supplementary_names.npy')
+
+
+@pytest.mark.parametrize('tool,extra,fragment', [
+    ('sweep', ['--out', 'FILE/sub'], 'lies inside the file'), ('sweep', ['--out', 'OUT', '--seeds', '-1'], '--seeds'),
+    ('campaign', ['--out', 'OUT', '--records', 'FILE/records'], 'lies inside the file'),
+    ('campaign', ['--out', 'OUT', '--weights', 'FILE'], 'is a file, not a folder'),
+    ('campaign', ['--out', 'OUT', '--seeds', '-1'], '--seeds'),
+    ('campaign', ['--out', 'OUT', '--runs_at_once', '0'], '--runs_at_once'),
+    ('campaign', ['--out', 'OUT', '--records', 'REAL'], 'holds the records of real runs')])
+def test_sweep_and_campaign_refuse_bad_folders_and_numbers_before_training(tmp_path, tool, extra, fragment):
+    (tmp_path / 'FILE').write_text('x')
+    (tmp_path / 'REAL' / 'baseline_var0.020_seed1').mkdir(parents=True)  # a real run's records
+    (tmp_path / 'REAL' / 'baseline_var0.020_seed1' / 'options.json').write_text('{"method": "baseline"}')
+    extra = [str(tmp_path / a) if a.split('/')[0] in ('FILE', 'OUT', 'REAL') else a for a in extra]
+    if tool == 'campaign':  # never the repository's records and weights, whatever the option under test
+        extra = ['--records', str(tmp_path / 'records'), '--weights', str(tmp_path / 'weights')] + extra
+    proc = run_py(['-m', f'experiments.{tool}', '--color_vars', '0.020', '--methods', 'baseline',
+                   '--data_dir', tmp_path / 'data', *extra, '--', '--dry_run', '--no_generate'])
+    assert_user_error(proc, fragment)
+    assert not (tmp_path / 'OUT').exists() and not (tmp_path / 'data').exists()

@@ -140,6 +140,21 @@ def test_test_py_refuses_another_method_than_the_checkpoints(small_data_dir, tmp
     assert_user_error(proc, 'is a gray checkpoint', '--method baseline')
 
 
+def test_a_run_folder_records_the_evaluations_of_its_own_checkpoints_only(small_data_dir, tmp_path):
+    """Another run's checkpoint evaluated into a trained run's folder would be counted as that run's result."""
+    runs = tmp_path / 'runs'
+    assert run_py(train_args(small_data_dir, runs, 'b', '--max_step', 1, '--dry_run')).returncode == 0
+    other = tmp_path / 'elsewhere.pth'
+    other.write_bytes((runs / 'b' / 'checkpoint_last.pth').read_bytes())
+    records = (runs / 'b' / 'results.jsonl').read_text()
+    proc = run_py(['test.py', '-e', 'b', '--save_dir', runs, '--data_dir', small_data_dir, '--checkpoint', other])
+    assert_user_error(proc, 'is not one of its checkpoints', 'give -e a new name')
+    assert (runs / 'b' / 'results.jsonl').read_text() == records
+    for name, ckpt in (('b', runs / 'b' / 'checkpoint_last.pth'), ('copy', other)):  # its own; a new folder
+        proc = run_py(['test.py', '-e', name, '--save_dir', runs, '--data_dir', small_data_dir, '--checkpoint', ckpt])
+        assert proc.returncode == 0, proc.stderr
+
+
 def test_a_diverging_checkpoint_is_not_called_good():
     class M:
         net = ConvNet()

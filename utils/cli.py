@@ -93,9 +93,14 @@ def seed_number(text):
 
 
 def existing_or_new_folder(text):
-    """An argparse ``type`` for a folder option: refused when a file (not a folder) is there."""
+    """An argparse ``type`` for a folder option: refused when a file (not a folder) is there, or above it."""
     if os.path.exists(text) and not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f'{text} is a file, not a folder; give a folder (it is made when missing)')
+    above = os.path.dirname(os.path.abspath(text))
+    while not os.path.exists(above) and os.path.dirname(above) != above:
+        above = os.path.dirname(above)
+    if not os.path.isdir(above):
+        raise argparse.ArgumentTypeError(f'{text} lies inside the file {above}; give a folder (it is made when missing)')
     return text
 
 

@@ -13,7 +13,7 @@ from experiments.sweep.runner import STOP, forward_signal, stop_in_process
 from experiments.sweep.spec import RESERVED, make_specs
 from experiments.sweep.state import check_start_file, requested_options, status
 from utils import (REPO_ROOT, Parser, add_data_dir, UserError, existing_or_new_folder, positive_float, positive_int,
-                   usable_cores)
+                   seed_number, usable_cores)
 
 EPILOG = ('Arguments after a lone -- go to every train.py call, e.g. `-- --max_step 10 --precision bf16`. '
           'python -m experiments.sweep --smoke checks the whole pipeline (data, four methods, test.py, table, figures) in '
@@ -35,7 +35,7 @@ def build_parser():
     grid = [m for m in names if methods.METHODS[m].in_default_grid]
     p.add_argument('--methods', nargs='+', default=grid, choices=names, metavar='METHOD',
                    help=f'methods: {", ".join(names)} ({starting}; default: the paper\'s, {" ".join(grid)})')
-    p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3], metavar='SEED',
+    p.add_argument('--seeds', type=seed_number, nargs='+', default=[1, 2, 3], metavar='SEED',
                    help='values of train.py --random_seed, one run per seed')
     p.add_argument('--out', default=None, type=existing_or_new_folder,
                    help='folder of the run folders (required, except with --smoke)')
@@ -205,7 +205,10 @@ def main(argv=None):
         for s in specs:
             print(f'{status(s):8s} {s["name"]}')
         return {}
-    os.makedirs(args.out, exist_ok=True)
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f'cannot make --out {args.out} ({exc.strerror}); give a folder you can write to') from None
     # Generate the data once, before runs start in parallel and race to write the same file.
     from dataset import colored_mnist
     for cv in args.color_vars:
