@@ -121,6 +121,9 @@ def start(opt, run_dir, logger, members=1):
             raise UserError(f'run folder {run_dir} already holds a run ({shown}); continue it with --resume, '
                             'replace it with --overwrite, or choose another --exp_name')
     pretrain = None
+    if opt.checkpoint and not opt.use_pretrain and not opt.resume:
+        raise UserError(f'--checkpoint {opt.checkpoint} is read only with --use_pretrain (f and g start from it): add '
+                        '--use_pretrain, or drop --checkpoint to train from scratch')
     if opt.use_pretrain:
         if not opt.checkpoint:
             raise UserError('--use_pretrain needs --checkpoint PATH (e.g. the baseline run\'s checkpoint_last.pth)')

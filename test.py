@@ -10,6 +10,7 @@ axes, and appends one JSON object (``test_acc`` = overall accuracy) to the run's
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 
@@ -26,6 +27,14 @@ from utils.plots import confusion_png, image_grid
 from utils import (Parser, UserError, add_data_dir, add_device, add_no_generate, add_save_dir, add_trust_checkpoint,
                    append_line, atomic_write_text, format_table, positive_int, read_jsonl, refuse_links, resolve_device,
                    run_main, run_name)
+
+
+def tag_name(text):
+    """An argparse ``type`` for ``--tag``: it names a record and a file of the run folder (confusion_<tag>.png)."""
+    if not re.fullmatch(r'[A-Za-z0-9_][A-Za-z0-9._-]{0,99}', text):
+        raise argparse.ArgumentTypeError(f'{text!r}: a tag is up to 100 letters, digits and ._- (it names the file '
+                                         'confusion_<tag>.png in the run folder)')
+    return text
 
 
 def build_parser():
@@ -51,7 +60,7 @@ def build_parser():
                    help='test images of a grey-input method (Gray): luminance of the coloured test digits, or '
                         'original: the file\'s test_gray (the MNIST digits before colouring); the record says '
                         'which, and the view the tables do not report is recorded under the tag test_<view>')
-    p.add_argument('--tag', default=None,
+    p.add_argument('--tag', default=None, type=tag_name,
                    help='name of this evaluation in results.jsonl and the PNG (default: test; test_<view> for the '
                         f'--gray_view that is not {DEFAULT_GRAY_VIEW} on a grey-input method)')
     p.add_argument('--probe', action='store_true',

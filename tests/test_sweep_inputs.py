@@ -17,7 +17,8 @@ from utils import read_jsonl
     (['--device', 'xpu'], 'not supported'), (['--device', 'mps'], 'not supported'),
     (['--feat_ch', '100000'], 'feat_ch'), (['--random_seed', '12345678901234567890'], 'random_seed'),
     (['--data_seed', '-3'], 'data_seed'), (['--n_class', '1000000000'], 'n_class'),
-    (['--save_dir', 'FILE'], 'is a file, not a folder'), (['--data_dir', 'FILE'], 'is a file, not a folder')])
+    (['--save_dir', 'FILE'], 'is a file, not a folder'), (['--data_dir', 'FILE'], 'is a file, not a folder'),
+    (['--checkpoint', 'FILE'], 'read only with --use_pretrain')])
 def test_bad_train_options_are_one_line_before_any_work(tmp_path, extra, fragment):
     (tmp_path / 'FILE').write_text('x')
     extra = [str(tmp_path / 'FILE') if a == 'FILE' else a for a in extra]
@@ -25,6 +26,12 @@ def test_bad_train_options_are_one_line_before_any_work(tmp_path, extra, fragmen
                    '--no_generate', '--dry_run', '--max_step', 1] + extra)
     assert_user_error(proc, fragment)
     assert fragment in proc.stderr.strip().splitlines()[-1]  # it ends in one line that names the input
+
+
+@pytest.mark.parametrize('tag', ['a/b', '../../x', '', '.hidden'])
+def test_test_py_refuses_a_tag_that_is_not_a_file_name(tmp_path, tag):
+    proc = run_py(['test.py', '-e', 'r', '--save_dir', tmp_path, '--tag', tag])
+    assert_user_error(proc, '--tag', 'confusion_<tag>.png')
 
 
 def test_generator_refuses_a_negative_seed(tmp_path):
@@ -155,7 +162,7 @@ def test_folders_that_cannot_be_written_are_one_line(small_data_dir, tmp_path):
     assert_user_error(proc, 'lies inside the file')
     from dataset import colored_mnist
     from utils import UserError
-    with pytest.raises(UserError, match='cannot write the data file'):
+    with pytest.raises(UserError, match='cannot write .*x.npy'):
         colored_mnist.save({}, str(tmp_path / 'FILE' / 'data' / 'x.npy'))
 
 

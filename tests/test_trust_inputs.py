@@ -165,6 +165,24 @@ def test_a_diverging_checkpoint_is_not_called_good():
     assert not trainer.weights_healthy(M)
 
 
+def test_a_file_that_cannot_be_written_or_is_a_folder_is_one_line(tmp_path):
+    from utils import UserError, atomic_write_text, open_no_follow, read_jsonl
+    (tmp_path / 'FILE').write_text('x')
+    (tmp_path / 'results.jsonl').mkdir()
+    for write, fragment in ((tmp_path / 'FILE' / 'out.md', 'cannot write'),
+                            (tmp_path / 'results.jsonl', 'is a folder where a file')):
+        with pytest.raises(UserError, match=fragment):
+            atomic_write_text(str(write), 'text')
+    for read in (lambda p: read_jsonl(p), lambda p: open_no_follow(p, 'a')):
+        with pytest.raises(UserError, match='where a file belongs'):
+            read(str(tmp_path / 'results.jsonl'))
+    assert sorted(os.listdir(tmp_path)) == ['FILE', 'results.jsonl']  # no temporary file left behind
+    from utils import replace_readme_section
+    (tmp_path / 'binary.md').write_bytes(b'\xff\xfe\x00<!-- s:begin -->')
+    with pytest.raises(UserError, match='not a UTF-8 text file'):
+        replace_readme_section(str(tmp_path / 'binary.md'), 's', 'text')
+
+
 def test_atomic_writes_flush_the_folder(tmp_path, monkeypatch):
     import utils
     seen = []

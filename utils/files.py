@@ -2,6 +2,7 @@
 import contextlib
 import json
 import os
+import stat
 import sys
 import tempfile
 
@@ -17,8 +18,13 @@ def atomic_path(path):
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    if os.path.isdir(path):
+        raise UserError(f'{path} is a folder where a file is to be written: move it away, or write elsewhere')
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    except OSError as exc:
+        raise UserError(f'cannot write {path} ({exc.strerror}); give a folder you can write to') from None
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -77,12 +83,19 @@ def open_fd_no_follow(path, flags):
     """``os.open(path, flags)`` that refuses a symbolic link at ``path`` with a ``UserError``: a run folder's
     files are written and read where they are, never through a link to somewhere else."""
     try:
-        return os.open(path, flags | getattr(os, 'O_NOFOLLOW', 0), 0o644)
-    except OSError:
+        fd = os.open(path, flags | getattr(os, 'O_NOFOLLOW', 0), 0o644)
+    except OSError as exc:
         if os.path.islink(path):
             raise UserError(f'{path} is a symbolic link; a run folder\'s files must be regular files: remove '
                             'the link') from None
-        raise
+        if os.path.isdir(path):
+            raise UserError(f'{path} is a folder where a file belongs: move it away') from None
+        raise UserError(f'cannot open {path} ({exc.strerror})') from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(f'{path} is not a regular file (a folder, a device or a pipe) where a file belongs: move it '
+                        'away')
+    return fd
 
 
 def open_no_follow(path, mode='r'):

@@ -31,6 +31,8 @@ def replace_readme_section(readme, name, body):
             text = fh.read()
     except OSError as exc:
         raise UserError(f'cannot read {readme}: {exc.strerror}') from None
+    except UnicodeDecodeError:
+        raise UserError(f'{readme} is not a UTF-8 text file; give the README (a Markdown file) to write into') from None
     if begin not in text or end not in text:
         raise UserError(f'{readme} has no "{begin}" ... "{end}" markers to write the {name} into')
     if text.index(end) < text.index(begin) or text.count(begin) != 1 or text.count(end) != 1:
