@@ -235,3 +235,12 @@ def test_sweep_and_campaign_refuse_bad_folders_and_numbers_before_training(tmp_p
                    '--data_dir', tmp_path / 'data', *extra, '--', '--dry_run', '--no_generate'])
     assert_user_error(proc, fragment)
     assert not (tmp_path / 'OUT').exists() and not (tmp_path / 'data').exists()
+
+
+@pytest.mark.parametrize('bad,fragment', [(['--bogus'], 'unrecognized arguments: --bogus'),
+                                          (['--max_step', '-1'], '--max_step')])
+def test_the_sweep_refuses_train_arguments_before_any_run_starts(tmp_path, bad, fragment):
+    proc = run_py(['-m', 'experiments.sweep', '--color_vars', '0.020', '--methods', 'baseline', '--out',
+                   tmp_path / 'out', '--data_dir', tmp_path / 'data', '--', *bad])
+    assert_user_error(proc, 'train.py refuses the arguments after --', fragment)
+    assert not (tmp_path / 'out').exists() and not (tmp_path / 'data').exists()

@@ -1,4 +1,6 @@
 """The sweep's command line: its options, their checks, the smoke run, and the summary of what the runs did."""
+import contextlib
+import io
 import os
 import shlex
 import signal
@@ -115,6 +117,23 @@ def check_base_checkpoint(args, train_args):
     args.base_checkpoint = os.path.abspath(path)
 
 
+def check_train_args(asked, train_args):
+    """The train.py arguments after ``--`` as each method's runs will parse them, refused here in one line rather
+    than by every run's process (its usage in each sweep.log, a run folder left behind)."""
+    from option import get_option
+    for method in dict.fromkeys(asked):
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                get_option(['-e', 'check', '--method', method] + list(train_args))
+        except SystemExit as exc:
+            if not exc.code:  # --help after --
+                continue
+            message = (err.getvalue().strip().splitlines() or ['error: invalid'])[-1].split('error: ', 1)[-1]
+            raise UserError(f'train.py refuses the arguments after -- ({message}); see python train.py --help') \
+                from None
+
+
 def parse(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     train_args = []
@@ -143,6 +162,7 @@ def parse(argv=None):
     if reserved:
         raise UserError(f'{reserved[0]} after -- would override what the sweep sets for each run: '
                         f'{RESERVED[reserved[0]]}')
+    check_train_args(args.methods, train_args)
     if args.base_checkpoint is not None:
         check_base_checkpoint(args, train_args)
     if args.show_output and args.launcher not in ('local',):
