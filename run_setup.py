@@ -80,6 +80,15 @@ class Run:
         self.trainer, self.done_marker = trainer, done_marker
 
 
+def refuse_previous_run(opt, run_dir):
+    """A fresh start (no --resume) into a folder that holds a run needs --overwrite."""
+    earlier = [] if opt.resume else run_folder.previous_run(run_dir)
+    if earlier and not opt.overwrite:
+        shown = ', '.join(earlier[:3]) + (f' and {len(earlier) - 3} more' if len(earlier) > 3 else '')
+        raise UserError(f'run folder {run_dir} already holds a run ({shown}); continue it with --resume, '
+                        'replace it with --overwrite, or choose another --exp_name')
+
+
 def start(opt, run_dir, logger, members=1):
     """Everything before the epochs: device, checks, data, run folder, logger, options.json, the method (from
     its start or its checkpoint) and its :class:`trainer.Trainer`. ``members``: the run trains in a pack of that
@@ -115,11 +124,7 @@ def start(opt, run_dir, logger, members=1):
         # refuse a mismatched run before spending time on the data
         C.check_resume_options(resume[1].get('options', {}), opt, resume[0])
     else:
-        earlier = run_folder.previous_run(run_dir)
-        if earlier and not opt.overwrite:
-            shown = ', '.join(earlier[:3]) + (f' and {len(earlier) - 3} more' if len(earlier) > 3 else '')
-            raise UserError(f'run folder {run_dir} already holds a run ({shown}); continue it with --resume, '
-                            'replace it with --overwrite, or choose another --exp_name')
+        refuse_previous_run(opt, run_dir)
     pretrain = None
     if opt.checkpoint and not opt.use_pretrain and not opt.resume:
         raise UserError(f'--checkpoint {opt.checkpoint} is read only with --use_pretrain (f and g start from it): add '

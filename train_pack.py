@@ -42,6 +42,8 @@ def main(argv=None):
         raise UserError(f'--run: {e} (quote each run\'s arguments as one string)') from None
     opts = [get_option(a) for a in run_args]
     check_packable(opts)
+    for opt in opts:  # before any run folder is written: a pack starts all its runs or none of them
+        run_setup.refuse_previous_run(opt, os.path.join(opt.save_dir, opt.exp_name))
     deterministic = torch.are_deterministic_algorithms_enabled()
     with contextlib.ExitStack() as stack:
         runs = []

@@ -252,6 +252,8 @@ def from_record(args, argv):
     try:
         with open(args.from_json) as fh:
             res = json.loads(fh.read().strip().splitlines()[-1])
+        if not isinstance(res, dict):
+            raise ValueError(f'its last line holds a {type(res).__name__}, not a JSON object')
         data_desc = res.get('data_desc') or f"{res['data']} Colored-MNIST"
         text = report(res, data_desc)
     except (OSError, ValueError, KeyError, IndexError) as e:

@@ -197,6 +197,17 @@ def test_runs_that_cannot_train_as_one_are_refused(two_vars, tmp_path, other, me
     assert not any(tmp_path.iterdir())
 
 
+def test_a_pack_with_a_run_folder_taken_writes_none_of_its_folders(two_vars, tmp_path):
+    a = member_args(two_vars, tmp_path, 'baseline', SMALL_VAR, 1)
+    b = member_args(two_vars, tmp_path, 'baseline', OTHER_VAR, 2)
+    taken = tmp_path / f'baseline_{OTHER_VAR}_2'
+    taken.mkdir()
+    (taken / 'results.jsonl').write_text('{"epoch": 1}\n')  # an earlier run of the second member's name
+    with pytest.raises(UserError, match='already holds a run'):
+        train_pack.main(['--run', shlex.join(a), '--run', shlex.join(b)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [taken.name]  # the first member's folder not started
+
+
 def test_pack_speed_times_each_pack_against_its_runs_one_by_one(tmp_path):
     from benchmarks import pack_speed
     readme = tmp_path / 'speed.md'

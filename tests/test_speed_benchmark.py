@@ -172,3 +172,7 @@ def test_a_saved_record_gives_the_same_report(quick, capsys, tmp_path):
     assert 'keep' in text and 'fp32: `bash train.sh` about' in text.split('t_gpu:begin')[1]
     with pytest.raises(UserError, match='not a record'):
         speed.main(['--from_json', str(readme)])
+    listed = tmp_path / 'list.json'
+    listed.write_text('[1, 2]\n')  # JSON, not a record
+    with pytest.raises(UserError, match='holds a list, not a JSON object'):
+        speed.main(['--from_json', str(listed)])
