@@ -163,6 +163,9 @@ def read_provenance(path):
     try:
         with open(path, encoding='utf-8') as fh:
             prov = json.load(fh)
+    except FileNotFoundError:
+        raise UserError(f'{path} does not exist: give --dir the folder of the shipped weights (pretrained/ of this '
+                        'repository), or restore it with git checkout -- pretrained') from None
     except (OSError, ValueError) as exc:
         raise UserError(f'cannot read {path} ({exc}); restore it with git checkout -- {path}') from None
     if not isinstance(prov, dict) or not isinstance(prov.get('files'), dict):

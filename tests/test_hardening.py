@@ -59,6 +59,11 @@ def test_damaged_provenance_entries_are_refused_before_any_evaluation(shipped_co
     assert 'does not exist' not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+def test_a_dir_without_provenance_says_what_dir_is_for(tmp_path):
+    proc = run_py(['-m', 'experiments.pretrained', '--dir', tmp_path / 'typo'])
+    assert_user_error(proc, 'provenance.json does not exist', 'give --dir the folder of the shipped weights')
+
+
 def test_a_file_that_needs_unpickling_is_refused_without_advising_a_flag_it_lacks(shipped_copy):
     import argparse
     folder, nodata = shipped_copy
