@@ -16,7 +16,7 @@ ENTRY_POINTS = {
     'parity': (['-m', 'experiments.parity'], ['{tmp}/missing'], 'does not exist'),
     'ab': (['-m', 'experiments.ab'], ['a={tmp}/missing', 'b={tmp}/missing'], 'does not exist'),
     'generator': (['-m', 'dataset.colored_mnist'], ['--color_var', '-0.1'], 'must be a positive number'),
-    'pretrained': (['-m', 'experiments.pretrained'], ['--dir', '{tmp}'], 'cannot read'),
+    'pretrained': (['-m', 'experiments.pretrained'], ['--dir', '{tmp}'], 'provenance.json does not exist'),
     'speed': (['benchmarks/speed.py'], ['--n_images', '5'], '--n_images must be at least the batch size'),
     'csad_parity': (['-m', 'experiments.csad_parity'], ['--their_code', '{tmp}'], 'no models.py'),
     'campaign': (['-m', 'experiments.campaign'], ['--out', 'runs/campaign'], 'is inside the repository'),
