@@ -144,7 +144,7 @@ def _newer(run_dir, rec_dir):
 
 def check_writable_folder(flag, folder):
     """``folder`` can be written (made, where it is missing: its nearest existing folder can be written)."""
-    existing = folder
+    existing = os.path.abspath(folder)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     try:
