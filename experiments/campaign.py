@@ -102,7 +102,8 @@ def harvest(args, cv, seed, command):
         if committed(args.records, name, m, cv, args.dry_run) and not _newer(run_dir, os.path.join(args.records, name)):
             continue
         dest = os.path.join(args.records, name)
-        if args.dry_run and run_folder.read_options(dest) and not run_folder.read_options(dest).get('dry_run'):
+        there = run_folder.read_options(dest)
+        if args.dry_run and there and not there.get('dry_run'):
             print(f'campaign: {dest} holds a real run\'s records: the dry run {name} is not copied over them',
                   file=sys.stderr)
             continue
