@@ -29,8 +29,8 @@ def method_defaults_text(key):
 def build_parser(description='Learning Not to Learn on Colored-MNIST'):
     p = Parser(description=description)
     p.add_argument('-e', '--exp_name', required=True, type=run_name, help='experiment name: the run folder under --save_dir')
-    p.add_argument('--method', choices=methods.method_names(), default='lnl',
-                   help='lnl (the paper); baseline, blindeye and gray are its comparison rows')
+    p.add_argument('--method', choices=methods.method_names(), default=None,
+                   help='lnl (the paper, the default); baseline, blindeye and gray are its comparison rows')
     p.add_argument('--train_baseline', action='store_true', help='the authors\' flag: same as --method baseline')
 
     d = p.add_argument_group('data')
@@ -106,6 +106,8 @@ def build_parser(description='Learning Not to Learn on Colored-MNIST'):
 def finalize(opt):
     if opt.train_baseline:
         opt.method = 'baseline'
+    elif opt.method is None:
+        opt.method = 'lnl'
     if opt.amp:
         opt.precision = 'bf16'
     for key in COMMON_DEFAULTS:
@@ -115,4 +117,9 @@ def finalize(opt):
 
 
 def get_option(argv=None):
-    return finalize(build_parser().parse_args(argv))
+    parser = build_parser()
+    opt = parser.parse_args(argv)
+    if opt.train_baseline and opt.method not in (None, 'baseline'):
+        parser.error(f'--train_baseline trains the baseline and --method {opt.method} asks for another method: '
+                     'give one of them')
+    return finalize(opt)

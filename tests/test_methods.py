@@ -303,6 +303,7 @@ def test_loads_authors_state_dict(tmp_path):
     (['--color_var', 'abc'], "argument --color_var: 'abc' is not a number"),
     (['--method', 'magic'], "argument --method: invalid choice: 'magic'"),
     (['--mu', '-1'], 'argument --mu: must be >= 0.0'),
+    (['--train_baseline', '--method', 'lnl'], '--train_baseline trains the baseline and --method lnl asks for another'),
 ])
 def test_option_rejection(args, fragment, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -312,6 +313,8 @@ def test_option_rejection(args, fragment, capsys):
 
 
 def test_option_defaults_are_the_authors():
+    assert get_option(['-e', 'x']).method == 'lnl'
+    assert get_option(['-e', 'x', '--train_baseline', '--method', 'baseline']).method == 'baseline'
     o = get_option(['-e', 'x', '--train_baseline'])
     assert o.method == 'baseline'
     assert (o.lr, o.lr_decay_rate, o.lr_decay_period, o.max_step, o.batch_size, o.momentum, o.weight_decay,
