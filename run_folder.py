@@ -95,22 +95,32 @@ def finished_checkpoint(run_dir):
     finished: no marker (failed, killed, still training), a process holds its folder, or the checkpoint the
     marker names is not of the run's last epoch (its epoch is not the ``max_step`` of the run's options.json:
     a marker edited to name an older checkpoint, or a run since resumed for more epochs)."""
+    return finish(run_dir)[0]
+
+
+def finish(run_dir):
+    """``(checkpoint, None)`` of a finished run, or ``(None, why)``: see :func:`finished_checkpoint`."""
     marker = file(run_dir, DONE)
-    if RunLock.holder(run_dir) is not None or not os.path.isfile(marker) or os.path.islink(marker):
-        return None
+    if RunLock.holder(run_dir) is not None:
+        return None, 'a process still trains in it'
+    if not os.path.isfile(marker) or os.path.islink(marker):
+        return None, 'it has no done marker: it has not ended, failed or was stopped'
     with open(marker, encoding='utf-8', errors='replace') as fh:
         name = os.path.basename(fh.read().strip())  # a file of the run folder
     path = file(run_dir, name)
     if not name.startswith('checkpoint_') or not os.path.isfile(path) or os.path.islink(path):
-        return None
+        return None, f'its done marker names {name!r}, not a checkpoint file of the folder'
     last = read_options(run_dir).get('max_step')
     if not isinstance(last, int) or isinstance(last, bool):
-        return None
+        return None, f'its {OPTIONS} is missing or damaged (no max_step), so its last epoch is unknown'
     try:
         epoch = C.read_checkpoint(path).get('epoch')  # weights_only: a file cannot run code while it loads
     except C.UserError:
-        return None
-    return path if epoch == last else None
+        return None, f'the checkpoint its done marker names ({name}) does not load'
+    if epoch != last:
+        return None, (f'its done marker names a checkpoint of epoch {epoch}, not of its last epoch {last} '
+                      f'(delete {marker} to resume it)')
+    return path, None
 
 
 def state(run_dir):

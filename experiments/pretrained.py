@@ -45,10 +45,9 @@ KEPT_OPTIONS = ('palette', 'precision', 'max_step', 'lr', 'lr_decay_period', 'lr
 
 def finished(run_dir):
     """The checkpoint a finished run ended with (its ``done`` marker names it)."""
-    path = run_folder.finished_checkpoint(run_dir)
+    path, why = run_folder.finish(run_dir)
     if path is None:
-        raise UserError(f'{run_dir} is not a finished run (no done marker naming its last checkpoint, or a process '
-                        'still trains in it); export finished runs only')
+        raise UserError(f'{run_dir} is not a finished run ({why}); export finished runs only')
     return path
 
 

@@ -100,16 +100,28 @@ def test_a_done_marker_is_followed_only_to_a_checkpoint_of_the_last_epoch(tmp_pa
     _checkpoint_file(run_dir / 'checkpoint_epoch_0002.pth', 2, max_step=3)
     _checkpoint_file(run_dir / 'checkpoint_last.pth', 3)
     (run_dir / 'done').write_text('checkpoint_epoch_0002.pth\n')
-    assert run_folder.finished_checkpoint(str(run_dir)) is None
     spec = {'base': {'name': run_dir.name, 'run_dir': str(run_dir)}}
-    assert 'names no checkpoint of its last epoch' in sweep.start_checkpoint(spec)[1]
+
+    def why():
+        assert run_folder.finished_checkpoint(str(run_dir)) is None
+        reason = sweep.start_checkpoint(spec)[1]
+        assert reason.startswith(f'{run_dir.name} is not finished (')
+        return reason
+    assert 'names a checkpoint of epoch 2, not of its last epoch 3' in why()
     (run_dir / 'done').write_text('checkpoint_last.pth\n')
     assert run_folder.finished_checkpoint(str(run_dir)) == str(run_dir / 'checkpoint_last.pth')
     (run_dir / 'options.json').write_text(json.dumps({'method': 'baseline', 'max_step': 5}))  # asked for more
-    assert run_folder.finished_checkpoint(str(run_dir)) is None
-    (run_dir / 'checkpoint_last.pth').write_bytes(b'not a checkpoint')
+    assert 'epoch 3, not of its last epoch 5' in why()
+    (run_dir / 'options.json').write_text('{"method": "basel')  # damaged: the marker is not to blame
+    assert 'its options.json is missing or damaged (no max_step)' in why()
     (run_dir / 'options.json').write_text(json.dumps({'method': 'baseline', 'max_step': 3}))
-    assert run_folder.finished_checkpoint(str(run_dir)) is None
+    (run_dir / 'done').write_text('train.log\n')
+    assert "its done marker names 'train.log', not a checkpoint file" in why()
+    (run_dir / 'done').write_text('checkpoint_last.pth\n')
+    (run_dir / 'checkpoint_last.pth').write_bytes(b'not a checkpoint')
+    assert 'the checkpoint its done marker names (checkpoint_last.pth) does not load' in why()
+    os.remove(run_dir / 'done')
+    assert 'it has no done marker' in why()
 
 
 def test_a_base_checkpoint_is_a_start_the_sweep_would_take_itself(tmp_path):

@@ -75,12 +75,9 @@ def start_checkpoint(spec):
     if spec.get('base_file'):
         return spec['base_file'], sha256_file(spec['base_file'])
     base = spec['base']
-    path = run_folder.finished_checkpoint(base['run_dir'])
+    path, why = run_folder.finish(base['run_dir'])
     if path is None:
-        if run_folder.state(base['run_dir']) == 'finished':  # a done marker that names no final checkpoint
-            return None, (f'{base["name"]} is not finished (its done marker names no checkpoint of its last epoch; '
-                          f'delete {run_folder.file(base["run_dir"], run_folder.DONE)} to resume it)')
-        return None, f'{base["name"]} is not finished'
+        return None, f'{base["name"]} is not finished ({why})'
     diffs, extend = differences(base)
     if diffs or extend:
         return None, f'{base["name"]} does not match this request ({describe(diffs) or "fewer epochs"})'
