@@ -7,7 +7,7 @@
 #   COLOR_VAR=0.035 SEED=2 bash train.sh   # another variance or seed
 #   bash train.sh --max_step 2             # extra arguments go to both train.py calls
 #   bash train.sh --overwrite ...          # train again the runs whose options differ from an earlier call's
-#   BASELINE=pretrained bash train.sh      # LNL only, from the shipped baseline (pretrained/, sigma^2 = 0.020)
+#   BASELINE=pretrained bash train.sh      # LNL only, from the shipped baseline of COLOR_VAR (pretrained/)
 #   BASELINE=path/to/checkpoint.pth bash train.sh   # LNL only, from that finished baseline checkpoint
 set -euo pipefail
 usage() {
@@ -22,7 +22,8 @@ Environment variables:
   COLOR_VAR   colour variance sigma^2 of the data (default 0.020)
   SEED        random seed of the runs, also in their names (default 1)
   BASELINE    train (default): train the baseline, then LNL from it
-              pretrained: LNL only, from the shipped baseline pretrained/baseline_var0.020_seed2.pth (sigma^2 0.020)
+              pretrained: LNL only, from the shipped baseline of COLOR_VAR and SEED, pretrained/baseline_var<COLOR_VAR>_seed<SEED>.pth
+              (or of another seed where that one is not shipped, with a note)
               FILE: LNL only, from that finished baseline checkpoint
   DATA_DIR    folder of the data files, made there when missing (default: data/ of the repository; a relative
               path is taken from the current folder, as are SAVE_DIR and BASELINE=FILE)
@@ -60,10 +61,19 @@ methods=(baseline lnl)
 case "${BASELINE:-train}" in
   train) ;;
   pretrained)
-    sweep_args+=(--base_checkpoint pretrained/baseline_var0.020_seed2.pth); methods=(lnl)
-    if [ "$SEED" != 2 ]; then
-      echo "note: BASELINE=pretrained: the run lnl_var${CV}_seed${SEED} carries SEED=$SEED in its name (its own training's seed), but starts from the shipped seed-2 baseline pretrained/baseline_var0.020_seed2.pth" >&2
-    fi ;;
+    shipped=pretrained/baseline_var${CV}_seed${SEED}.pth
+    if [ ! -f "$shipped" ]; then
+      others=(pretrained/baseline_var${CV}_seed*.pth)
+      if [ ! -f "${others[0]}" ]; then
+        have=$(ls pretrained/baseline_var*_seed*.pth 2>/dev/null | sed 's/.*_var\([0-9.]*\)_seed.*/\1/' | sort -u | tr '\n' ' ' | sed 's/ $//')
+        echo "error: BASELINE=pretrained: no baseline is shipped for COLOR_VAR=$CV (pretrained/ has sigma^2 ${have:-none}); give one of those, or BASELINE=train to train it" >&2
+        exit 2
+      fi
+      shipped=${others[0]}
+      other=${shipped##*_seed}
+      echo "note: BASELINE=pretrained: the run lnl_var${CV}_seed${SEED} carries SEED=$SEED in its name (its own training's seed), but starts from the shipped seed-${other%.pth} baseline $shipped (none of seed $SEED is shipped for sigma^2 $CV)" >&2
+    fi
+    sweep_args+=(--base_checkpoint "$shipped"); methods=(lnl) ;;
   *) sweep_args+=(--base_checkpoint "$BASELINE"); methods=(lnl) ;;
 esac
 exec "$PYTHON" -m experiments.sweep --color_vars "$CV" --methods "${methods[@]}" --seeds "$SEED" --out "$SAVE_DIR" \

@@ -120,6 +120,13 @@ def test_sweep_starts_lnl_from_a_baseline_file(exported, tmp_path):
     opts = json.loads((out / 'lnl_var0.020_seed1' / 'options.json').read_text())
     assert opts['use_pretrain'] and opts['pretrain_sha256'] == sha256_file(path)
     assert not (out / 'baseline_var0.020_seed1').exists()
+    # the folder of shipped files: the run starts from the file of its sigma^2 and seed
+    folder_out = tmp_path / 'from_folder'
+    proc = run_py([folder_out if a == out else a for a in base]
+                  + ['--methods', 'lnl', '--base_checkpoint', path.parent, '--', '--max_step', '1', '--threads', '1'])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    opts = json.loads((folder_out / 'lnl_var0.020_seed1' / 'options.json').read_text())
+    assert opts['checkpoint'] == str(path) and opts['pretrain_sha256'] == sha256_file(path)
     assert_user_error(run_py(base + ['--methods', 'baseline', 'lnl', '--base_checkpoint', path]),
                       'methods that start from a baseline only')
     assert_user_error(run_py(base[:3] + ['0.035'] + base[4:] + ['--methods', 'lnl', '--base_checkpoint', path]),
@@ -147,6 +154,14 @@ def test_train_sh_hands_the_shipped_or_given_baseline_to_the_sweep(tmp_path):
     assert args[args.index('--base_checkpoint') + 1] == 'pretrained/baseline_var0.020_seed2.pth'
     assert os.path.isfile(os.path.join(ROOT, args[args.index('--base_checkpoint') + 1]))
     assert args[args.index('--') + 1:] == ['--max_step', '3']
+    env_035 = dict(os.environ, PYTHON=str(fake), BASELINE='pretrained', COLOR_VAR='0.035')
+    proc = subprocess.run(['bash', os.path.join(ROOT, 'train.sh')], capture_output=True, text=True, env=env_035,
+                          cwd=tmp_path, stdin=subprocess.DEVNULL, timeout=60)
+    args = proc.stdout.splitlines()  # the shipped baseline of that sigma^2 and seed, no note
+    assert args[args.index('--base_checkpoint') + 1] == 'pretrained/baseline_var0.035_seed1.pth' and not proc.stderr
+    proc = subprocess.run(['bash', os.path.join(ROOT, 'train.sh')], capture_output=True, text=True,
+                          env=dict(env_035, COLOR_VAR='0.033'), cwd=tmp_path, stdin=subprocess.DEVNULL, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == '' and 'no baseline is shipped for COLOR_VAR=0.033' in proc.stderr
     args = sweep_args('mine.pth')
     assert args[args.index('--base_checkpoint') + 1] == str(tmp_path / 'mine.pth')
     args = sweep_args('train')

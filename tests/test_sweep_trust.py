@@ -151,6 +151,36 @@ def test_a_base_checkpoint_is_a_start_the_sweep_would_take_itself(tmp_path):
     assert proc.returncode == 0 and proc.stdout.split() == ['new', 'lnl_var0.020_seed2'], proc.stdout + proc.stderr
 
 
+def test_a_folder_of_base_checkpoints_starts_each_run_from_its_own_file(tmp_path):
+    """--base_checkpoint DIR (pretrained/): every run starts from the file named as its sigma^2 and seed's baseline
+    run, one sweep over several variances and seeds; a missing file, or a file whose content is not what its name
+    says, is one line before any run."""
+    folder = tmp_path / 'weights'
+    folder.mkdir()
+    for cv, seed in ((0.020, 1), (0.025, 1), (0.020, 2), (0.025, 2)):
+        _checkpoint_file(folder / f'baseline_var{cv:.3f}_seed{seed}.pth', 30, color_var=cv, random_seed=seed)
+    base = ['--methods', 'lnl', 'blindeye', '--out', tmp_path / 'sweep', '--data_dir', tmp_path / 'data',
+            '--base_checkpoint', folder]
+    args = sweep.parse([str(a) for a in ['--color_vars', '0.020', '0.025', '--seeds', '1', '2'] + base])
+    starts = {s['name']: s['base_file'] for s in sweep.make_specs(args)}
+    assert len(starts) == 8
+    for name, path in starts.items():
+        method, rest = name.split('_', 1)
+        assert path == str(folder / f'baseline_{rest}.pth'), name
+    assert run_py(['-m', 'experiments.sweep', '--color_vars', '0.025', '--seeds', '2', '--list'] + base).returncode == 0
+    assert_user_error(run_py(['-m', 'experiments.sweep', '--color_vars', '0.030', '--seeds', '1', '--list'] + base),
+                      'has no baseline_var0.030_seed1.pth, the start of the runs at sigma^2 0.030 seed 1')
+    (folder / 'baseline_var0.020_seed2.pth').unlink()
+    _checkpoint_file(folder / 'baseline_var0.020_seed2.pth', 30, color_var=0.02, random_seed=1)
+    assert_user_error(run_py(['-m', 'experiments.sweep', '--color_vars', '0.020', '--seeds', '2', '--list'] + base),
+                      'is a run of --random_seed 1, and its name says seed 2')
+    _checkpoint_file(folder / 'baseline_var0.020_seed2.pth', 30, color_var=0.025, random_seed=2)
+    assert_user_error(run_py(['-m', 'experiments.sweep', '--color_vars', '0.020', '--seeds', '2', '--list'] + base),
+                      'was trained on sigma^2 = 0.025, and its name says 0.020')
+    assert_user_error(run_py(['-m', 'experiments.sweep', '--color_vars', '0.020', '--seeds', '1', '--list'] + base[:-1]
+                             + [tmp_path / 'none']), 'no such file or folder')
+
+
 def test_a_base_checkpoint_for_methods_of_two_starts_names_them(tmp_path):
     proc = run_py(['-m', 'experiments.sweep', '--color_vars', '0.020', '--methods', 'lnl', 'csad', '--seeds', '1',
                    '--out', tmp_path / 'sweep', '--data_dir', tmp_path / 'data', '--list',

@@ -12,7 +12,7 @@ import run_folder
 from dataset.colored_mnist import PAPER_VARIANCES, add_palette_argument, color_variance
 from experiments.sweep.launchers import LAUNCHERS, SIGNAL_FORWARDING
 from experiments.sweep.runner import STOP, forward_signal, stop_in_process
-from experiments.sweep.spec import RESERVED, make_specs
+from experiments.sweep.spec import RESERVED, base_file, make_specs
 from experiments.sweep.state import check_start_file, requested_options, status
 from utils import (REPO_ROOT, Parser, add_data_dir, UserError, existing_or_new_folder, positive_float, positive_int,
                    seed_number, usable_cores)
@@ -48,10 +48,12 @@ def build_parser():
     p.add_argument('--base_dir', default=None, metavar='DIR',
                    help='folder of the finished runs that LNL and BlindEye start from (default: --out); e.g. '
                         'two variants of LNL from the same baselines, each in its own --out')
-    p.add_argument('--base_checkpoint', default=None, metavar='FILE',
+    p.add_argument('--base_checkpoint', default=None, metavar='FILE|DIR',
                    help='LNL and BlindEye start from this finished baseline checkpoint instead of a baseline run, '
                         'e.g. the shipped pretrained/baseline_var0.020_seed2.pth (one sigma^2: the one it was '
-                        'trained on; BASELINE=pretrained bash train.sh)')
+                        'trained on; BASELINE=pretrained bash train.sh); or from a folder of such files named as '
+                        'pretrained/ names them, <method>_var<sigma^2>_seed<seed>.pth: each run starts from the '
+                        'file of its sigma^2 and seed (e.g. --base_checkpoint pretrained --seeds 1)')
     p.add_argument('--baseline_lr', type=positive_float, default=None,
                    help='lr of the runs that start from scratch (default: each method\'s own, 0.01)')
     p.add_argument('--unlearn_lr', type=positive_float, default=None,
@@ -95,12 +97,12 @@ SMOKE_DIR = os.path.join(REPO_ROOT, 'smoke')  # the smoke run's runs, apart from
 def check_base_checkpoint(args, train_args):
     """``--base_checkpoint``: a readable checkpoint of the method the chosen methods start from, a start the sweep
     would take from a run of its own (finished, on the sigma^2, palette and data seed of the runs asked for, not a
-    dry run unless they are; see state.check_start_file); not combined with training that method or with
-    --base_dir."""
+    dry run unless they are; see state.check_start_file); or a folder holding such a file for every sigma^2 and
+    seed asked for (:func:`spec.base_file`); not combined with training that method or with --base_dir."""
     path = args.base_checkpoint
-    if not os.path.isfile(path):
-        raise UserError(f'--base_checkpoint {path}: no such file (the shipped baseline is '
-                        'pretrained/baseline_var0.020_seed2.pth)')
+    if not os.path.exists(path):
+        raise UserError(f'--base_checkpoint {path}: no such file or folder (the shipped baselines are in '
+                        'pretrained/, e.g. pretrained/baseline_var0.020_seed2.pth)')
     starts = {m: methods.get(m).start_from for m in dict.fromkeys(args.methods)}
     if None in starts.values():
         raise UserError('--base_checkpoint goes with methods that start from a baseline only (e.g. --methods lnl), '
@@ -113,8 +115,19 @@ def check_base_checkpoint(args, train_args):
         raise UserError('give --base_checkpoint or --base_dir, not both')
     method = next(iter(starts))
     request = requested_options(['-e', 'start', '--method', method, '--palette', args.palette] + list(train_args))
-    check_start_file(path, starts[method], args.color_vars, request)
+    if not os.path.isdir(path):
+        check_start_file(path, starts[method], args.color_vars, request)
+        args.base_checkpoint = os.path.abspath(path)
+        return
     args.base_checkpoint = os.path.abspath(path)
+    for cv in args.color_vars:
+        for seed in args.seeds:
+            found = base_file(args.base_checkpoint, starts[method], cv, seed)
+            if not os.path.isfile(found):
+                raise UserError(f'--base_checkpoint {path}: the folder has no {os.path.basename(found)}, the start of '
+                                f'the runs at sigma^2 {cv:.3f} seed {seed}; train that {starts[method]} first, or '
+                                'leave that sigma^2 or seed out')
+            check_start_file(found, starts[method], [cv], request, seed=seed)
 
 
 def check_train_args(asked, train_args):

@@ -10,6 +10,12 @@ def run_name(method, color_var, seed):
     return f'{method}_var{float(color_var):.3f}_seed{seed}'
 
 
+def base_file(folder, base, color_var, seed):
+    """The start of the runs at ``color_var`` and ``seed`` in a folder of weight files (``--base_checkpoint DIR``):
+    the file named as the ``base`` run, as pretrained/ names its files."""
+    return os.path.join(folder, run_name(base, color_var, seed) + '.pth')
+
+
 def make_spec(args, m, cv, seed, out):
     """The run of method ``m`` at ``cv`` and ``seed`` in folder ``out``: its train.py and test.py arguments."""
     cls = methods.get(m)
@@ -24,8 +30,9 @@ def make_spec(args, m, cv, seed, out):
         test += ['--probe']
     spec = {'name': name, 'method': m, 'color_var': cv, 'seed': seed, 'phase': int(bool(cls.start_from)),
             'run_dir': os.path.join(out, name), 'train': train, 'test': test}
-    if cls.start_from and getattr(args, 'base_checkpoint', None):
-        spec['base_file'] = args.base_checkpoint  # a finished baseline's weights given as a file (pretrained/)
+    start = getattr(args, 'base_checkpoint', None)
+    if cls.start_from and start:  # a finished baseline's weights given as a file, or a folder of them (pretrained/)
+        spec['base_file'] = base_file(start, cls.start_from, cv, seed) if os.path.isdir(start) else start
     elif cls.start_from:
         # the run it starts from (in --base_dir, default --out); --checkpoint is added when it starts
         spec['base'] = make_spec(args, cls.start_from, cv, seed, args.base_dir or out)

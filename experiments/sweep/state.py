@@ -84,11 +84,12 @@ def start_checkpoint(spec):
     return path, sha256_file(path)
 
 
-def check_start_file(path, base, color_vars, request):
+def check_start_file(path, base, color_vars, request, seed=None):
     """``UserError`` unless the checkpoint file ``path`` is a start the sweep would take from a run of its own
     for runs that start from a ``base`` run, at ``color_vars``, asked as ``request`` (train.py's options, see
     :func:`requested_options`): a finished ``base`` run (its epoch is its ``--max_step``) on the same data
-    (sigma^2, palette, data seed), and a ``--dry_run`` one only for a dry run."""
+    (sigma^2, palette, data seed), and a ``--dry_run`` one only for a dry run; with ``seed``, a run of that
+    ``--random_seed`` (a file taken from a folder by its name, which names the seed)."""
     ckpt = C.read_checkpoint(path)
     C.check_fields(ckpt, path)
     opts = ckpt.get('options') or {}
@@ -97,6 +98,9 @@ def check_start_file(path, base, color_vars, request):
                         f'from a {base} one')
     trained = opts.get('color_var')
     if trained is None or any(f'{cv:.3f}' != f'{float(trained):.3f}' for cv in color_vars):
+        if seed is not None:
+            raise UserError(f'--base_checkpoint {path} was trained on sigma^2 = {trained}, and its name says '
+                            f'{color_vars[0]:.3f}; name each file of the folder as the run it holds')
         raise UserError(f'--base_checkpoint {path} was trained on sigma^2 = {trained}; give --color_vars {trained} '
                         '(train a baseline for the other variances)')
     epoch, last = ckpt.get('epoch', ckpt.get('step')), opts.get('max_step')
@@ -105,6 +109,9 @@ def check_start_file(path, base, color_vars, request):
             f'epoch {epoch}, and its options record no --max_step'
         raise UserError(f'--base_checkpoint {path} is not a finished run ({held}); give the checkpoint a finished '
                         'run ended with (the one its done marker names)')
+    if seed is not None and opts.get('random_seed') != seed:
+        raise UserError(f'--base_checkpoint {path} is a run of --random_seed {opts.get("random_seed")}, and its name '
+                        f'says seed {seed}; name each file of the folder as the run it holds')
     palette = opts.get('palette') or DEFAULT_PALETTE
     if palette != request['palette']:
         raise UserError(f'--base_checkpoint {path} was trained on data of the {palette} palette, and the runs asked '
