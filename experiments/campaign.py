@@ -1,12 +1,14 @@
-"""The Fig. 4 campaign at the paper's budget: the sweep, one (sigma^2, seed) at a time, resumable on any machine.
+"""The Fig. 4 campaign at the paper's budget: the sweep, one seed at a time, resumable on any machine.
 
     python -m experiments.campaign --out ~/campaign/paper_e100          # train what is not committed yet
     python -m experiments.campaign --out ~/campaign/paper_e100 --list   # what is committed, what is left
 
 It trains the cells of the grid whose records are not yet under ``--records`` (docs/results/paper_e100), in the
 order that gives the whole curve with one seed first: seed 1 at every sigma^2 of ``--color_vars``, then seed 2,
-then seed 3, each (sigma^2, seed) as one sweep of its four methods with two runs at a time (one thread each).
-After every step, and when it is stopped (SIGTERM or Ctrl-C: the running runs save their state), it copies the
+then seed 3, the variances of a seed in one sweep with two runs at a time (one thread each), so that a core a
+finished run frees takes the next run at once (variances with other methods left, or another kind of start, in
+sweeps of their own).
+After every sweep, and when it is stopped (SIGTERM or Ctrl-C: the running runs save their state), it copies the
 records (``options.json``, ``results.jsonl``) of every finished run into ``--records`` and the weights of every
 finished baseline (and of seed 1's LNL) into ``--weights`` (pretrained/, with provenance), so that committing
 those two folders is all a move to another machine needs: the relaunch skips the committed cells and starts LNL
@@ -62,30 +64,49 @@ def plan(args):
     return steps
 
 
-def sweep_calls(args, cv, seed, todo):
-    """The sweep command lines that train ``todo`` at (cv, seed): one when the baseline is trained here or its run
-    folder is finished in ``--out``; otherwise the from-scratch methods, then the others from the committed
-    baseline weights (``--base_checkpoint``)."""
-    common = ['--color_vars', f'{cv:.3f}', '--seeds', str(seed), '--out', args.out, '--runs_at_once',
+def trains_base_here(args, cv, seed, todo):
+    """Whether the runs of ``todo`` at (cv, seed) start from baselines of ``--out`` (trained in the same sweep, or
+    finished there), rather than from the committed baseline weights."""
+    bases = {methods.get(m).start_from for m in todo} - {None}
+    return all(b in todo or run_folder.finished_checkpoint(os.path.join(args.out, sweep.run_name(b, cv, seed)))
+               for b in bases)
+
+
+def seed_sweeps(args, seed, steps):
+    """The steps ``[(cv, todo)]`` of one seed as ``[(cvs, todo)]``: the variances with the same methods left and the
+    same kind of start trained by the same sweeps, so that a core that a short run frees takes a run of the next
+    variance instead of idling until the longest run of its variance ends (BlindEye ends before LNL). In the
+    order of ``steps``."""
+    groups = {}
+    for cv, todo in steps:
+        groups.setdefault((tuple(todo), trains_base_here(args, cv, seed, todo)), []).append(cv)
+    return [(cvs, list(todo)) for (todo, _), cvs in groups.items()]
+
+
+def sweep_calls(args, cvs, seed, todo):
+    """The sweep command lines that train ``todo`` at each of ``cvs`` and ``seed`` (alike: :func:`seed_sweeps`):
+    one when the baselines are trained here or their run folders are finished in ``--out``; otherwise the
+    from-scratch methods, then the others from the committed baseline weights (``--base_checkpoint`` of the
+    ``--weights`` folder: each run from the file of its sigma^2 and seed)."""
+    common = ['--color_vars', *[f'{cv:.3f}' for cv in cvs], '--seeds', str(seed), '--out', args.out, '--runs_at_once',
               str(args.runs_at_once)] + (['--data_dir', args.data_dir] if args.data_dir != DATA_DIR else [])
     after = ['--', '--precision', args.precision] + args.train_args
     starting = [m for m in todo if methods.get(m).start_from]
     scratch = [m for m in todo if not methods.get(m).start_from]
     bases = sorted({methods.get(m).start_from for m in starting})
-    base_here = all(b in todo or run_folder.finished_checkpoint(os.path.join(args.out, sweep.run_name(b, cv, seed)))
-                    for b in bases)
-    if not starting or base_here:
+    if not starting or all(trains_base_here(args, cv, seed, todo) for cv in cvs):
         chosen = [m for m in args.methods if m in todo or m in bases]
         return [common + ['--methods'] + chosen + after]
     calls = [common + ['--methods'] + scratch + after] if scratch else []
     for base in bases:
-        path = weights_file(args.weights, sweep.run_name(base, cv, seed))
-        if not os.path.isfile(path):
-            raise UserError(f'{sweep.run_name(base, cv, seed)} is committed under {args.records} but its weights '
-                            f'{path} are not: export them (python -m experiments.pretrained --export) or delete its '
-                            'records to train it again')
+        for cv in cvs:
+            path = weights_file(args.weights, sweep.run_name(base, cv, seed))
+            if not os.path.isfile(path):
+                raise UserError(f'{sweep.run_name(base, cv, seed)} is committed under {args.records} but its weights '
+                                f'{path} are not: export them (python -m experiments.pretrained --export) or delete '
+                                'its records to train it again')
         mine = [m for m in starting if methods.get(m).start_from == base]
-        calls.append(common + ['--methods'] + mine + ['--base_checkpoint', path] + after)
+        calls.append(common + ['--methods'] + mine + ['--base_checkpoint', args.weights] + after)
     return calls
 
 
@@ -166,7 +187,7 @@ def check_no_real_records(folder):
 
 
 def build_parser():
-    p = Parser(description='Train the paper-budget Fig. 4 grid one (sigma^2, seed) at a time, skipping the cells '
+    p = Parser(description='Train the paper-budget Fig. 4 grid one seed at a time, skipping the cells '
                            'whose records are committed; records and baseline weights are copied into the '
                            'repository as runs finish.')
     p.add_argument('--out', required=True, type=existing_or_new_folder,
@@ -269,19 +290,22 @@ def main(argv=None):
                   + (f' (in --out: {found})' if found else ''))
         print(f'{sum(len(t) for _, _, t in left)} runs left in {len(left)} steps')
         return 0
-    for cv, seed, todo in left:
-        print(f'campaign: sigma^2 {cv:.3f} seed {seed}: {" ".join(todo)}', flush=True)
-        for call in sweep_calls(args, cv, seed, todo):
-            command = 'python -m experiments.sweep ' + ' '.join(portable(args, a) for a in call)
-            code = 0
-            try:
-                sweep.main(call)
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            harvest(args, cv, seed, command)
-            if code:
-                print(f'campaign stopped (sweep exit {code}); relaunch the same command to continue', file=sys.stderr)
-                return code
+    for seed in dict.fromkeys(s for _, s, _ in left):
+        for cvs, todo in seed_sweeps(args, seed, [(cv, todo) for cv, s, todo in left if s == seed]):
+            print(f'campaign: sigma^2 {" ".join(f"{cv:.3f}" for cv in cvs)} seed {seed}: {" ".join(todo)}', flush=True)
+            for call in sweep_calls(args, cvs, seed, todo):
+                command = 'python -m experiments.sweep ' + ' '.join(portable(args, a) for a in call)
+                code = 0
+                try:
+                    sweep.main(call)
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else 1
+                for cv in cvs:
+                    harvest(args, cv, seed, command)
+                if code:
+                    print(f'campaign stopped (sweep exit {code}); relaunch the same command to continue',
+                          file=sys.stderr)
+                    return code
     print('campaign: every cell committed' if not left else 'campaign: finished its steps')
     return 0
 

@@ -89,3 +89,33 @@ def test_a_dry_run_is_never_harvested_over_a_real_runs_records(small_data_dir, t
                    '--dry_run'])
     assert proc.returncode == 0 and 'holds a real run' in proc.stderr, proc.stdout + proc.stderr
     assert (records / name / 'options.json').read_text() == real and not (records / name / 'results.jsonl').exists()
+
+
+def test_the_variances_of_a_seed_alike_train_in_one_sweep(tmp_path, monkeypatch):
+    """Variances with the same methods left and the same kind of start are one sweep (a core that BlindEye frees
+    takes the next variance's run instead of idling until LNL ends), each run from its own baseline file; the others
+    are sweeps of their own, in the campaign's order."""
+    import shutil
+    from experiments import campaign as campaign_module
+    from utils import REPO_ROOT
+    records, weights = tmp_path / 'records', tmp_path / 'weights'
+    weights.mkdir()
+    for cv in ('0.040', '0.045'):  # committed baselines: their LNL and BlindEye start from the weights
+        name = f'baseline_var{cv}_seed1'
+        shutil.copytree(f'{REPO_ROOT}/docs/results/paper_e100/{name}', records / name)
+        shutil.copy(f'{REPO_ROOT}/pretrained/{name}.pth', weights)
+    calls, harvested = [], []
+    monkeypatch.setattr(campaign_module.sweep, 'main', lambda call: calls.append(call))
+    monkeypatch.setattr(campaign_module, 'harvest', lambda args, cv, seed, command: harvested.append(cv))
+    code = campaign_module.main(['--out', str(tmp_path / 'out'), '--records', str(records), '--weights', str(weights),
+                                 '--color_vars', '0.040', '0.050', '0.045', '--seeds', '1', '--methods', 'baseline',
+                                 'lnl', 'blindeye', '--precision', 'fp32'])
+    assert code == 0
+
+    def part(call, flag):
+        i = call.index(flag) + 1
+        return call[i:next((j for j in range(i, len(call)) if call[j].startswith('--')), len(call))]
+    assert [part(c, '--color_vars') for c in calls] == [['0.040', '0.045'], ['0.050']]
+    assert [part(c, '--methods') for c in calls] == [['lnl', 'blindeye'], ['baseline', 'lnl', 'blindeye']]
+    assert part(calls[0], '--base_checkpoint') == [str(weights)] and '--base_checkpoint' not in calls[1]
+    assert harvested == [0.040, 0.045, 0.050]
