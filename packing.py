@@ -117,12 +117,7 @@ class PackTrainer(StopOnSignal):
                 self.packed.step_schedulers()
                 self.unpack()
                 for t, record in zip(trainers, records):
-                    record.update(t.evaluate_epoch())
-                    record['epoch'] = epoch + 1
-                    t.log_epoch(record)
-                    t.save(run_folder.LAST, epoch + 1)
-                    if (epoch + 1) % opt.save_step == 0 or epoch + 1 == opt.max_step:
-                        t.save(run_folder.epoch_checkpoint(epoch + 1), epoch + 1)
+                    t.end_epoch(record, epoch)
         return [t.last_saved for t in trainers]
 
     def _orders(self):

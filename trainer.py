@@ -279,13 +279,19 @@ class Trainer(StopOnSignal):
             for epoch in range(self.start_epoch, opt.max_step):
                 record = self.train_epoch(epoch, train, n_batches)
                 m.step_schedulers()
-                record.update(self.evaluate_epoch())
-                record['epoch'] = epoch + 1
-                self.log_epoch(record)
-                self.save(run_folder.LAST, epoch + 1)
-                if (epoch + 1) % opt.save_step == 0 or epoch + 1 == opt.max_step:
-                    self.save(run_folder.epoch_checkpoint(epoch + 1), epoch + 1)
+                self.end_epoch(record, epoch)
         return self.last_saved
+
+    def end_epoch(self, record, epoch):
+        """After the weights and schedules of epoch ``epoch`` (0-based) are final: evaluate, log ``record`` with the
+        evaluation, and save the checkpoint that a resume starts from (and the kept one every --save_step epochs)."""
+        opt = self.opt
+        record.update(self.evaluate_epoch())
+        record['epoch'] = epoch + 1
+        self.log_epoch(record)
+        self.save(run_folder.LAST, epoch + 1)
+        if (epoch + 1) % opt.save_step == 0 or epoch + 1 == opt.max_step:
+            self.save(run_folder.epoch_checkpoint(epoch + 1), epoch + 1)
 
     def train_epoch(self, epoch, train, n_batches):
         opt, m = self.opt, self.method

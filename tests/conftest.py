@@ -58,13 +58,17 @@ def fake_mnist(n_train=512, n_test=256, seed=0):
             'test_images': images(n_test, test_labels), 'test_labels': test_labels}
 
 
+def make_small_data(data_dir):
+    """``data_dir`` with a small file for sigma^2 = 0.020 in the authors' format (made from :func:`fake_mnist`)."""
+    colored_mnist.save(colored_mnist.generate(fake_mnist(), SMALL_VAR, seed=3),
+                       colored_mnist.file_path(str(data_dir), SMALL_VAR))
+    return data_dir
+
+
 @pytest.fixture
 def small_data_dir(tmp_path):
     """A data folder holding a small file for sigma^2 = 0.020 in the authors' format."""
-    data_dir = tmp_path / 'data'
-    data = colored_mnist.generate(fake_mnist(), SMALL_VAR, seed=3)
-    colored_mnist.save(data, colored_mnist.file_path(str(data_dir), SMALL_VAR))
-    return data_dir
+    return make_small_data(tmp_path / 'data')
 
 
 @pytest.fixture(scope='session')

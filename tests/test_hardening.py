@@ -8,7 +8,7 @@ import struct
 import pytest
 import torch
 
-from conftest import SMALL_VAR, assert_user_error, run_py, train_args
+from conftest import SMALL_VAR, assert_user_error, make_small_data, run_py, train_args
 from experiments.pretrained import PRETRAINED_DIR
 
 SHIPPED = 'baseline_var0.020_seed2.pth'
@@ -80,12 +80,9 @@ def test_a_file_that_needs_unpickling_is_refused_without_advising_a_flag_it_lack
 @pytest.fixture(scope='module')
 def csad_runs(tmp_path_factory):
     """A tiny csad_base run (1 epoch, tested, its records copied as a commit would) and a --dry_run one."""
-    from conftest import fake_mnist
-    from dataset import colored_mnist
     tmp = tmp_path_factory.mktemp('csad_export')
     data = tmp / 'data'
-    colored_mnist.save(colored_mnist.generate(fake_mnist(), SMALL_VAR, seed=3),
-                       colored_mnist.file_path(str(data), SMALL_VAR))
+    make_small_data(data)
     runs, recs = tmp / 'runs', tmp / 'records'
     for name, extra in (('csad_base_var0.020_seed1', ()), ('dry', ('--dry_run',))):
         proc = run_py(train_args(data, runs, name, '--method', 'csad_base', '--color_var', SMALL_VAR, '--max_step', 1,

@@ -7,19 +7,16 @@ import sys
 
 import pytest
 
-from conftest import ROOT, SMALL_VAR, assert_user_error, run_py
+from conftest import ROOT, assert_user_error, make_small_data, run_py
 from utils import RUNS_DIR, read_jsonl
 
 
 @pytest.fixture(scope='module')
 def smoke(tmp_path_factory):
     """``python -m experiments.sweep --smoke`` on a small data file, once for the module."""
-    from conftest import fake_mnist
-    from dataset import colored_mnist
     base = tmp_path_factory.mktemp('smoke')
     data_dir = base / 'data'
-    colored_mnist.save(colored_mnist.generate(fake_mnist(), SMALL_VAR, seed=3),
-                       colored_mnist.file_path(str(data_dir), SMALL_VAR))
+    make_small_data(data_dir)
     out = base / 'smoke'
     proc = run_py(['-m', 'experiments.sweep', '--smoke', '--out', out, '--data_dir', data_dir])
     return proc, out

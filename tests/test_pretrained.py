@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import torch
 
-from conftest import ROOT, SMALL_VAR, assert_user_error, run_py, train_args
+from conftest import ROOT, SMALL_VAR, assert_user_error, make_small_data, run_py, train_args
 from dataset import colored_mnist
 from experiments import records
 from experiments.pretrained import MAX_BYTES, PRETRAINED_DIR
@@ -60,11 +60,9 @@ def test_shipped_weights_reproduce_their_recorded_accuracy(data_020):
 def exported(tmp_path_factory):
     """A small finished baseline, tested, exported into its own pretrained folder (once for the module; the
     tests that change its files work on copies)."""
-    from conftest import fake_mnist
     tmp_path = tmp_path_factory.mktemp('exported')
     small_data_dir = tmp_path / 'data'
-    colored_mnist.save(colored_mnist.generate(fake_mnist(), SMALL_VAR, seed=3),
-                       colored_mnist.file_path(str(small_data_dir), SMALL_VAR))
+    make_small_data(small_data_dir)
     runs, records_dir, out = tmp_path / 'runs', tmp_path / 'records', tmp_path / 'pretrained'
     name = f'baseline_var{SMALL_VAR:.3f}_seed1'
     proc = run_py(train_args(small_data_dir, runs, name, '--method', 'baseline', '--color_var', SMALL_VAR,

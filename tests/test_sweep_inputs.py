@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import SMALL_VAR, assert_user_error, run_py, train_args
+from conftest import SMALL_VAR, assert_user_error, make_small_data, run_py, train_args
 from experiments import records
 from utils import read_jsonl
 
@@ -49,11 +49,8 @@ def _checkpoint(small_data_dir, tmp_path):
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     """(data folder, checkpoint path) of one LNL dry run, made once for the checks that only read it."""
-    from conftest import fake_mnist
-    from dataset import colored_mnist
     root = tmp_path_factory.mktemp('trained')
-    data = colored_mnist.generate(fake_mnist(), SMALL_VAR, seed=3)
-    colored_mnist.save(data, colored_mnist.file_path(str(root / 'data'), SMALL_VAR))
+    make_small_data(root / 'data')
     _checkpoint(root / 'data', root)
     return root / 'data', root / 'runs' / 'r' / 'checkpoint_last.pth'
 
