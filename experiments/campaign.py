@@ -27,6 +27,7 @@ import methods
 import run_folder
 from dataset.colored_mnist import color_variance
 from experiments import pretrained, records, sweep
+from experiments.campaign_eta import Estimate, epochs_done, hours
 from experiments.sweep.devices import auto_precision
 from utils import (DATA_DIR, REPO_ROOT, Parser, UserError, add_data_dir, add_precision, atomic_write_text,
                    existing_or_new_folder, positive_int, run_main, seed_number)
@@ -142,19 +143,36 @@ def harvest(args, cv, seed, command):
 
 
 def here(args, name):
-    """Where run ``name`` stands in ``--out`` on this machine: '' (not there, or nothing saved), 'training now',
-    'finished' (not yet copied: the relaunch copies it) or 'at epoch N/M' (its state saved: the relaunch resumes it)."""
+    """Where run ``name`` stands in ``--out`` on this machine: '' (not there, or nothing saved), 'training now at
+    epoch N/M', 'finished' (not yet copied: the relaunch copies it) or 'at epoch N/M' (its state saved: the relaunch
+    resumes it)."""
     run_dir = os.path.join(args.out, name)
     state = run_folder.state(run_dir) if os.path.isdir(run_dir) else 'new'
-    if state == 'running':
-        return 'training now'
     if state == 'finished':
         return 'finished'
-    if state == 'partial':
-        epochs = [r['epoch'] for r in run_folder.read_results(run_dir)
-                  if 'epoch_time_s' in r and isinstance(r.get('epoch'), int)]
-        return f'at epoch {max(epochs, default=0)}/{run_folder.read_options(run_dir).get("max_step", "?")}'
-    return ''
+    at = f'at epoch {epochs_done(run_dir)}/{run_folder.read_options(run_dir).get("max_step", "?")}'
+    return {'running': f'training now {at}', 'partial': at}.get(state, '')
+
+
+def list_runs(args, steps, left):
+    """--list: what is committed, what is left (and of that, what --out holds), and about how long the rest takes."""
+    def asked_epochs(method):
+        return sweep.requested_options(['-e', 'x', '--method', method] + args.train_args)['max_step']
+    eta = Estimate(args.out, args.records, run_precision(args.precision)[0], asked_epochs)
+    for cv, seed, todo in steps:
+        found = []
+        for m in todo:
+            name = sweep.run_name(m, cv, seed)
+            where = here(args, name)
+            seconds = eta.add(m, name) if where != 'finished' else None
+            if seconds is not None and where:
+                where += f', about {hours(seconds)} left'
+            if where:
+                found.append(f'{m} {where}')
+        print(f'sigma^2 {cv:.3f} seed {seed}: ' + (f'to train: {" ".join(todo)}' if todo else 'committed')
+              + (f' (in --out: {", ".join(found)})' if found else ''))
+    summary = eta.summary(args.runs_at_once)
+    print(f'{sum(len(t) for _, _, t in left)} runs left in {len(left)} steps' + (f'; {summary}' if summary else ''))
 
 
 def _newer(run_dir, rec_dir):
@@ -283,12 +301,7 @@ def main(argv=None):
                 break
         return 0
     if args.list:
-        for cv, seed, todo in steps:
-            found = [(m, here(args, sweep.run_name(m, cv, seed))) for m in todo]
-            found = ', '.join(f'{m} {where}' for m, where in found if where)
-            print(f'sigma^2 {cv:.3f} seed {seed}: ' + (f'to train: {" ".join(todo)}' if todo else 'committed')
-                  + (f' (in --out: {found})' if found else ''))
-        print(f'{sum(len(t) for _, _, t in left)} runs left in {len(left)} steps')
+        list_runs(args, steps, left)
         return 0
     for seed in dict.fromkeys(s for _, s, _ in left):
         for cvs, todo in seed_sweeps(args, seed, [(cv, todo) for cv, s, todo in left if s == seed]):

@@ -62,18 +62,30 @@ def test_list_says_what_this_machine_has_saved_or_finished_of_the_runs_left(tmp_
     out = tmp_path / 'out'
     saved = out / 'lnl_var0.020_seed1'  # stopped after three epochs: the relaunch resumes it
     saved.mkdir(parents=True)
-    (saved / 'options.json').write_text(json.dumps({'max_step': 100}))
-    (saved / 'results.jsonl').write_text(''.join(json.dumps({'epoch': e, 'epoch_time_s': 1.0}) + '\n'
-                                                 for e in (1, 2, 3)) + json.dumps({'epoch': 3, 'test_acc': 0.5}) + '\n')
+    (saved / 'options.json').write_text(json.dumps({'method': 'lnl', 'max_step': 100}))
+    (saved / 'results.jsonl').write_text(''.join(json.dumps({'epoch': e, 'epoch_time_s': t}) + '\n'  # median 36 s
+                                                 for e, t in ((1, 30.0), (2, 36.0), (3, 40.0)))
+                                         + json.dumps({'epoch': 3, 'test_acc': 0.5}) + '\n')
     (saved / 'checkpoint_epoch_0003.pth').write_bytes(b'')
     (out / 'blindeye_var0.020_seed1').mkdir()
     (out / 'blindeye_var0.020_seed1' / 'done').write_text('checkpoint_epoch_0100.pth\n')
     (out / 'gray_var0.020_seed1').mkdir()  # an empty folder: nothing saved
+    for name, method, precision, seconds in (('baseline_var0.025_seed1', 'baseline', 'fp32', 20.0),
+                                             ('gray_var0.025_seed1', 'gray', 'bf16', 10.0)):
+        committed = tmp_path / 'records' / name  # another machine's runs: only those of the precision asked count
+        committed.mkdir(parents=True)
+        (committed / 'options.json').write_text(json.dumps({'method': method, 'precision': precision}))
+        (committed / 'results.jsonl').write_text(json.dumps({'epoch': 1, 'epoch_time_s': seconds}) + '\n')
     listed = run_py(['-m', 'experiments.campaign', '--out', out, '--records', tmp_path / 'records', '--weights',
-                     tmp_path / 'weights', '--color_vars', '0.020', '--seeds', '1', '--list'])
+                     tmp_path / 'weights', '--color_vars', '0.020', '--seeds', '1', '--precision', 'fp32', '--list'])
     assert listed.returncode == 0, listed.stderr
-    assert ('sigma^2 0.020 seed 1: to train: baseline lnl blindeye gray (in --out: lnl at epoch 3/100, blindeye '
-            'finished)\n') in listed.stdout, listed.stdout
+    assert ('sigma^2 0.020 seed 1: to train: baseline lnl blindeye gray (in --out: lnl at epoch 3/100, about 1.0 h '
+            'left, blindeye finished)\n') in listed.stdout, listed.stdout
+    # how long the rest takes: 97 epochs of 36 s (this machine's LNL) and 100 of 20 s (the committed fp32 baseline);
+    # the finished BlindEye takes none, and Gray has no epoch time in fp32
+    assert listed.stdout.splitlines()[-1] == ('4 runs left in 1 steps; about 1.5 h of training, 0.8 h at 2 runs at '
+                                              'once (epoch times: baseline 20 s (committed fp32 runs), lnl 36 s (this '
+                                              'machine)); no epoch time for gray_var0.020_seed1'), listed.stdout
 
 
 def test_a_dry_run_is_never_harvested_over_a_real_runs_records(small_data_dir, tmp_path):
