@@ -8,7 +8,7 @@ order that gives the whole curve with one seed first: seed 1 at every sigma^2 of
 then seed 3, the variances of a seed in one sweep with two runs at a time (one thread each), so that a core a
 finished run frees takes the next run at once (variances with other methods left, or another kind of start, in
 sweeps of their own).
-After every sweep, and when it is stopped (SIGTERM or Ctrl-C: the running runs save their state), it copies the
+As each run ends, and when it is stopped (SIGTERM or Ctrl-C: the running runs save their state), it copies the
 records (``options.json``, ``results.jsonl``) of every finished run into ``--records`` and the weights of every
 finished baseline (and of seed 1's LNL) into ``--weights`` (pretrained/, with provenance), so that committing
 those two folders is all a move to another machine needs: the relaunch skips the committed cells and starts LNL
@@ -22,6 +22,7 @@ as fp32; every run records the precision it used, and paired fp32/bf16 runs agre
 import os
 import sys
 import tempfile
+import threading
 
 import methods
 import run_folder
@@ -308,13 +309,18 @@ def main(argv=None):
             print(f'campaign: sigma^2 {" ".join(f"{cv:.3f}" for cv in cvs)} seed {seed}: {" ".join(todo)}', flush=True)
             for call in sweep_calls(args, cvs, seed, todo):
                 command = 'python -m experiments.sweep ' + ' '.join(portable(args, a) for a in call)
+                lock = threading.Lock()  # two runs that end together copy one after the other
+
+                def copy_finished(done, cvs=cvs, seed=seed, command=command, lock=lock):
+                    with lock:
+                        for cv in cvs:
+                            harvest(args, cv, seed, command)
                 code = 0
                 try:
-                    sweep.main(call)
+                    sweep.main(call, on_run_end=copy_finished)  # each finished run is copied as it ends
                 except SystemExit as exc:
                     code = exc.code if isinstance(exc.code, int) else 1
-                for cv in cvs:
-                    harvest(args, cv, seed, command)
+                copy_finished({})
                 if code:
                     print(f'campaign stopped (sweep exit {code}); relaunch the same command to continue',
                           file=sys.stderr)

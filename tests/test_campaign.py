@@ -117,7 +117,12 @@ def test_the_variances_of_a_seed_alike_train_in_one_sweep(tmp_path, monkeypatch)
         shutil.copytree(f'{REPO_ROOT}/docs/results/paper_e100/{name}', records / name)
         shutil.copy(f'{REPO_ROOT}/pretrained/{name}.pth', weights)
     calls, harvested = [], []
-    monkeypatch.setattr(campaign_module.sweep, 'main', lambda call: calls.append(call))
+
+    def sweep_main(call, on_run_end):  # a run ends: its records are copied then, and again when the sweep ends
+        calls.append(call)
+        on_run_end({'x': 'finished'})
+        harvested.append('run ended')
+    monkeypatch.setattr(campaign_module.sweep, 'main', sweep_main)
     monkeypatch.setattr(campaign_module, 'harvest', lambda args, cv, seed, command: harvested.append(cv))
     code = campaign_module.main(['--out', str(tmp_path / 'out'), '--records', str(records), '--weights', str(weights),
                                  '--color_vars', '0.040', '0.050', '0.045', '--seeds', '1', '--methods', 'baseline',
@@ -130,4 +135,4 @@ def test_the_variances_of_a_seed_alike_train_in_one_sweep(tmp_path, monkeypatch)
     assert [part(c, '--color_vars') for c in calls] == [['0.040', '0.045'], ['0.050']]
     assert [part(c, '--methods') for c in calls] == [['lnl', 'blindeye'], ['baseline', 'lnl', 'blindeye']]
     assert part(calls[0], '--base_checkpoint') == [str(weights)] and '--base_checkpoint' not in calls[1]
-    assert harvested == [0.040, 0.045, 0.050]
+    assert harvested == [0.040, 0.045, 'run ended', 0.040, 0.045, 0.050, 'run ended', 0.050]

@@ -108,3 +108,27 @@ def test_an_exception_in_a_run_is_that_runs_failure_and_the_sweep_goes_on(small_
     assert lines['lnl_var0.020_seed1'].startswith('not started (baseline_var0.020_seed1 is not finished')
     assert lines['gray_var0.020_seed1'] == 'finished'
     assert proc.stdout.splitlines()[-1].startswith('3 runs in ') and ', 2 failed;' in proc.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize('k', [1, 2])
+def test_the_caller_hears_of_each_run_as_it_ends(small_data_dir, tmp_path, monkeypatch, two_slots, capsys, k):
+    """sweep.main(on_run_end=...) is told of each run as it ends (the campaign copies its records then, not when the
+    whole sweep ends); an error of the caller's is one line, and the runs and the sweep go on."""
+    ended = []
+    monkeypatch.setattr(runner, 'guarded', lambda spec, **kwargs: 'finished')
+
+    def on_run_end(done):
+        ended.append(dict(done))
+        if len(ended) == 1:
+            raise OSError('no space left')
+    results = cli.main(['--color_vars', '0.020', '--seeds', '1', '2', '--methods', 'baseline', 'gray', '--out',
+                        str(tmp_path / 'sweep'), '--data_dir', str(small_data_dir), '--runs_at_once', str(k)],
+                       on_run_end=on_run_end)
+    assert len(ended) == 4 and all(len(d) == 1 for d in ended)
+    assert {n: s for d in ended for n, s in d.items()} == results == {
+        f'{m}_var0.020_seed{s}': 'finished' for m in ('baseline', 'gray') for s in (1, 2)}
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if 'sweep: after' in ln]
+    assert len(lines) == 1, err
+    line = lines[0][lines[0].index('sweep: after'):]
+    assert line.endswith(': OSError: no space left') and next(iter(ended[0])) in line

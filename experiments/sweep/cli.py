@@ -229,8 +229,11 @@ def refuse_real_runs(out):
                             'give the smoke run another --out (default: smoke/ in this repository)')
 
 
-def main(argv=None):
+def main(argv=None, on_run_end=None):
+    """The sweep; ``on_run_end``, where given, is called with ``{name: status}`` as each run (or pack) ends (not
+    with the Slurm launchers, whose runs end elsewhere)."""
     args = parse(argv)
+    args.on_run_end = on_run_end
     if args.smoke:
         refuse_real_runs(args.out)
     specs = make_specs(args)

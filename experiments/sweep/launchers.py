@@ -2,6 +2,7 @@
 Each launcher takes the runs in two phases (the runs that start from another come second) and returns
 ``{run name: status}``."""
 import os
+import sys
 
 from experiments.sweep import devices, runner
 from utils import UserError, usable_cores
@@ -33,6 +34,19 @@ def run_unit(unit, **kwargs):
     return runner.guarded_pack(unit, **kwargs)
 
 
+def report(args, done):
+    """``done`` (``{name: status}`` of a unit that ended) to the caller of the sweep where it asked for it
+    (``sweep.main(on_run_end=...)``: the campaign copies a finished run's records at once); returns ``done``. What
+    the caller does cannot fail the run: its error is one line on stderr."""
+    hook = getattr(args, 'on_run_end', None)
+    if hook is not None:
+        try:
+            hook(done)
+        except Exception as exc:  # the run itself ended as ``done`` says
+            print(f'sweep: after {", ".join(done)}: {type(exc).__name__}: {exc}', file=sys.stderr, flush=True)
+    return done
+
+
 def launch_slots(phases, bar, args, slots):
     """Runs on ``slots``, a list of ``(environment, train.py --threads)``: as many runs at once as slots, each
     slot one run at a time, in the phases' order. A run that starts from another run of this sweep waits for
@@ -55,9 +69,10 @@ def launch_slots(phases, bar, args, slots):
                 futures[base['run_dir']].result()  # its base's run (or pack) ends first (plan checks it finished)
         env, threads = free.get()
         try:
-            return run_unit([with_threads(spec, threads) for spec in unit], env=env, overwrite=args.overwrite)
+            done = run_unit([with_threads(spec, threads) for spec in unit], env=env, overwrite=args.overwrite)
         finally:
             free.put((env, threads))
+        return report(args, done)
 
     ordered = [unit for phase in phases for unit in units(phase, args)]
     results = {}
@@ -97,8 +112,8 @@ def launch_local(phases, bar, args, in_process=False):
     for phase in phases:
         for unit in units(phase, args):
             bar.set_postfix_str(unit[0]['name'] + (f' (+{len(unit) - 1} packed)' if len(unit) > 1 else ''))
-            results.update(run_unit(unit, in_process=in_process, fresh=args.smoke, overwrite=args.overwrite,
-                                    show=args.show_output))
+            results.update(report(args, run_unit(unit, in_process=in_process, fresh=args.smoke,
+                                                 overwrite=args.overwrite, show=args.show_output)))
             bar.update(len(unit))
     return results
 
