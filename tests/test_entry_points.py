@@ -1,9 +1,12 @@
 """Each command-line entry point once in its own interpreter, as a user runs it: a mistake is one ``error:``
 line with exit status 2 and no traceback. Every other test calls the same ``main(argv)`` in-process
 (``conftest.run_py``), which is faster and checks the same code."""
+import subprocess
+import sys
+
 import pytest
 
-from conftest import assert_user_error, run_py, run_subprocess
+from conftest import ROOT, assert_user_error, run_py, run_subprocess
 
 ENTRY_POINTS = {
     'train.py': (['train.py'], ['-e', 'x', '--use_pretrain', '--save_dir', '{tmp}'],
@@ -36,3 +39,21 @@ def test_entry_point_in_its_own_interpreter(name, tmp_path):
 def test_help(name):
     proc = run_py(ENTRY_POINTS[name][0] + ['--help'])
     assert proc.returncode == 0 and proc.stdout.startswith('usage:') and not proc.stderr, proc.stderr
+
+
+def _entry_point(body):
+    """A Python program whose main (under utils.run_main, as every entry point's) runs ``body``."""
+    return [sys.executable, '-c', f'import sys\nsys.path.insert(0, {ROOT!r})\nfrom utils import run_main\n'
+                                  f'def main():\n    {body}\nsys.exit(run_main(main))']
+
+
+def test_a_reader_that_went_away_ends_the_command_quietly():
+    """`python -m experiments.campaign --list | head -1`: no traceback when head has gone, exit 141 as for any
+    tool; a broken pipe that is not standard output's (a child's) stays an error with its traceback."""
+    proc = subprocess.Popen(_entry_point('import time; time.sleep(0.5); [print("line", i) for i in range(5)]'),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader goes before the first line
+    assert proc.wait(timeout=60) == 141 and proc.stderr.read() == b''
+    proc = subprocess.run(_entry_point('raise BrokenPipeError(32, "a child went")'), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1 and proc.stderr.rstrip().endswith('BrokenPipeError: [Errno 32] a child went')
