@@ -173,7 +173,8 @@ def list_runs(args, steps, left):
         print(f'sigma^2 {cv:.3f} seed {seed}: ' + (f'to train: {" ".join(todo)}' if todo else 'committed')
               + (f' (in --out: {", ".join(found)})' if found else ''))
     summary = eta.summary(args.runs_at_once)
-    print(f'{sum(len(t) for _, _, t in left)} runs left in {len(left)} steps' + (f'; {summary}' if summary else ''))
+    line = f'{sum(len(t) for _, _, t in left)} runs left at {len(left)} (sigma^2, seed)'
+    print(line + (f'; {summary}' if summary else ''))
 
 
 def _newer(run_dir, rec_dir):

@@ -83,9 +83,9 @@ def test_list_says_what_this_machine_has_saved_or_finished_of_the_runs_left(tmp_
             'left, blindeye finished)\n') in listed.stdout, listed.stdout
     # how long the rest takes: 97 epochs of 36 s (this machine's LNL) and 100 of 20 s (the committed fp32 baseline);
     # the finished BlindEye takes none, and Gray has no epoch time in fp32
-    assert listed.stdout.splitlines()[-1] == ('4 runs left in 1 steps; about 1.5 h of training, 0.8 h at 2 runs at '
-                                              'once (epoch times: baseline 20 s (committed fp32 runs), lnl 36 s (this '
-                                              'machine)); no epoch time for gray_var0.020_seed1'), listed.stdout
+    assert listed.stdout.splitlines()[-1] == ('4 runs left at 1 (sigma^2, seed); about 1.5 h of training, 0.8 h at 2 '
+                                              'runs at once (epoch times: baseline 20 s (committed fp32 runs), lnl 36 s '
+                                              '(this machine)); no epoch time for gray_var0.020_seed1'), listed.stdout
 
 
 def test_a_dry_run_is_never_harvested_over_a_real_runs_records(small_data_dir, tmp_path):
