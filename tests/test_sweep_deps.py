@@ -128,7 +128,8 @@ def test_the_caller_hears_of_each_run_as_it_ends(small_data_dir, tmp_path, monke
     assert {n: s for d in ended for n, s in d.items()} == results == {
         f'{m}_var0.020_seed{s}': 'finished' for m in ('baseline', 'gray') for s in (1, 2)}
     err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if 'sweep: after' in ln]
+    lines = [ln.split('\r')[-1] for ln in err.splitlines() if 'sweep: after' in ln]
     assert len(lines) == 1, err
-    line = lines[0][lines[0].index('sweep: after'):]
+    line = lines[0]
+    assert line.startswith('sweep: after'), err  # a line of its own, not inside the progress bar's
     assert line.endswith(': OSError: no space left') and next(iter(ended[0])) in line

@@ -43,7 +43,8 @@ def report(args, done):
         try:
             hook(done)
         except Exception as exc:  # the run itself ended as ``done`` says
-            print(f'sweep: after {", ".join(done)}: {type(exc).__name__}: {exc}', file=sys.stderr, flush=True)
+            from tqdm import tqdm
+            tqdm.write(f'sweep: after {", ".join(done)}: {type(exc).__name__}: {exc}', file=sys.stderr)  # not in the bar
     return done
 
 
