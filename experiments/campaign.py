@@ -75,28 +75,29 @@ def trains_base_here(args, cv, seed, todo):
 
 
 def seed_sweeps(args, seed, steps):
-    """The steps ``[(cv, todo)]`` of one seed as ``[(cvs, todo)]``: the variances with the same methods left and the
-    same kind of start trained by the same sweeps, so that a core that a short run frees takes a run of the next
-    variance instead of idling until the longest run of its variance ends (BlindEye ends before LNL). In the
-    order of ``steps``."""
+    """The steps ``[(cv, todo)]`` of one seed as ``[(cvs, todo, base_here)]`` (:func:`trains_base_here`): the
+    variances with the same methods left and the same kind of start trained by the same sweeps, so that a core
+    that a short run frees takes a run of the next variance instead of idling until the longest run of its
+    variance ends (BlindEye ends before LNL). In the order of ``steps``."""
     groups = {}
     for cv, todo in steps:
         groups.setdefault((tuple(todo), trains_base_here(args, cv, seed, todo)), []).append(cv)
-    return [(cvs, list(todo)) for (todo, _), cvs in groups.items()]
+    return [(cvs, list(todo), base_here) for (todo, base_here), cvs in groups.items()]
 
 
-def sweep_calls(args, cvs, seed, todo):
+def sweep_calls(args, cvs, seed, todo, base_here):
     """The sweep command lines that train ``todo`` at each of ``cvs`` and ``seed`` (alike: :func:`seed_sweeps`):
     one when the baselines are trained here or their run folders are finished in ``--out``; otherwise the
     from-scratch methods, then the others from the committed baseline weights (``--base_checkpoint`` of the
-    ``--weights`` folder: each run from the file of its sigma^2 and seed)."""
+    ``--weights`` folder: each run from the file of its sigma^2 and seed). ``base_here``: as :func:`seed_sweeps`
+    found it for these variances."""
     common = ['--color_vars', *[f'{cv:.3f}' for cv in cvs], '--seeds', str(seed), '--out', args.out, '--runs_at_once',
               str(args.runs_at_once)] + (['--data_dir', args.data_dir] if args.data_dir != DATA_DIR else [])
     after = ['--', '--precision', args.precision] + args.train_args
     starting = [m for m in todo if methods.get(m).start_from]
     scratch = [m for m in todo if not methods.get(m).start_from]
     bases = sorted({methods.get(m).start_from for m in starting})
-    if not starting or all(trains_base_here(args, cv, seed, todo) for cv in cvs):
+    if not starting or base_here:
         chosen = [m for m in args.methods if m in todo or m in bases]
         return [common + ['--methods'] + chosen + after]
     calls = [common + ['--methods'] + scratch + after] if scratch else []
@@ -306,9 +307,9 @@ def main(argv=None):
         list_runs(args, steps, left)
         return 0
     for seed in dict.fromkeys(s for _, s, _ in left):
-        for cvs, todo in seed_sweeps(args, seed, [(cv, todo) for cv, s, todo in left if s == seed]):
+        for cvs, todo, base_here in seed_sweeps(args, seed, [(cv, todo) for cv, s, todo in left if s == seed]):
             print(f'campaign: sigma^2 {" ".join(f"{cv:.3f}" for cv in cvs)} seed {seed}: {" ".join(todo)}', flush=True)
-            for call in sweep_calls(args, cvs, seed, todo):
+            for call in sweep_calls(args, cvs, seed, todo, base_here):
                 command = 'python -m experiments.sweep ' + ' '.join(portable(args, a) for a in call)
                 lock = threading.Lock()  # two runs that end together copy one after the other
 

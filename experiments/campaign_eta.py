@@ -5,14 +5,14 @@ import os
 import statistics
 
 import run_folder
+from experiments.records import epoch_seconds
 
 RECENT = 10  # the last epochs of a run that count (a resumed run's first epoch, a busy hour, weigh little)
 
 
 def epoch_times(run_dir):
-    """The recorded seconds of each epoch of a run, in order."""
-    return [r['epoch_time_s'] for r in run_folder.read_results(run_dir)
-            if isinstance(r.get('epoch_time_s'), (int, float)) and not isinstance(r['epoch_time_s'], bool)]
+    """The recorded seconds of each epoch of a run, in order (:func:`records.epoch_seconds`)."""
+    return [t for t in map(epoch_seconds, run_folder.read_results(run_dir)) if t is not None]
 
 
 def epochs_done(run_dir):

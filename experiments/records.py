@@ -349,6 +349,15 @@ def last_epoch_gains(runs, tol=0.01):
     return [o[1:] for o in out]
 
 
+def epoch_seconds(record):
+    """The machine's seconds per run of an epoch record (its ``epoch_time_s``; an epoch trained in a pack of K runs,
+    its record's ``pack``, counts its pack's time over K); None when it records no time."""
+    spent = record.get('epoch_time_s')
+    if not isinstance(spent, (int, float)) or isinstance(spent, bool):
+        return None
+    return float(spent) / max(int(record.get('pack', 1) or 1), 1)
+
+
 def training_time(runs):
     """Per method, in the table's order: (method, training epochs, mean seconds per epoch, total seconds,
     runs), from the ``epoch_time_s`` the runs recorded (the training steps of an epoch; the per-epoch test
@@ -357,8 +366,7 @@ def training_time(runs):
     times, counts = {}, {}
     for r in runs:
         if r['method']:
-            spent = [float(rec['epoch_time_s']) / max(int(rec.get('pack', 1) or 1), 1) for rec in r['epochs'].values()
-                     if isinstance(rec.get('epoch_time_s'), (int, float))]
+            spent = [t for t in map(epoch_seconds, r['epochs'].values()) if t is not None]
             times.setdefault(r['method'], []).extend(spent)
             counts[r['method']] = counts.get(r['method'], 0) + bool(spent)
     order = {m: i for i, m in enumerate(method_order())}

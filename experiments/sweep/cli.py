@@ -115,11 +115,10 @@ def check_base_checkpoint(args, train_args):
         raise UserError('give --base_checkpoint or --base_dir, not both')
     method = next(iter(starts))
     request = requested_options(['-e', 'start', '--method', method, '--palette', args.palette] + list(train_args))
+    args.base_checkpoint = os.path.abspath(path)
     if not os.path.isdir(path):
         check_start_file(path, starts[method], args.color_vars, request)
-        args.base_checkpoint = os.path.abspath(path)
         return
-    args.base_checkpoint = os.path.abspath(path)
     for cv in args.color_vars:
         for seed in args.seeds:
             found = base_file(args.base_checkpoint, starts[method], cv, seed)
